@@ -1,0 +1,51 @@
+"""bastion: an embeddable, high-performance LLM inference runtime for Python services.
+
+Heavy submodules (torch, the model) load lazily on first use, so ``import bastion`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bastion.config import EngineConfig
+from bastion.errors import BastionError, EngineDead, GuardrailViolation, ModelLoadError, Overloaded, RateLimited
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "LLM": "bastion.engine.llm",
+    "AsyncLLM": "bastion.engine.async_llm",
+    "SamplingParams": "bastion.sampling.params",
+    "RequestOutput": "bastion.engine.outputs",
+    "RequestMetrics": "bastion.engine.outputs",
+    "Gateway": "bastion.gateway.gateway",
+    "OpenAIBackend": "bastion.gateway.openai_backend",
+    "AuditLog": "bastion.audit.log",
+    "CircuitBreaker": "bastion.resilience.breaker",
+}
+
+__all__ = [
+    "BastionError", "EngineConfig", "EngineDead", "GuardrailViolation", "ModelLoadError", "Overloaded",
+    "RateLimited", "cuda_available", *_LAZY,
+]
+
+
+def cuda_available() -> bool:
+    """True when the native core was built with CUDA kernels AND a CUDA device is usable now."""
+    from bastion import _core
+
+    if not getattr(_core, "with_cuda", False):
+        return False
+    count = getattr(_core, "cuda_device_count", None)
+    return bool(count and count() > 0)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

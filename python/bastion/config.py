@@ -1,0 +1,81 @@
+"""Engine configuration: one validated pydantic model shared by ``LLM`` and ``AsyncLLM``.
+
+Knobs keep vLLM's names where vLLM has one. Values come from keyword arguments, a JSON/TOML/YAML
+file (``EngineConfig.from_file``) or ``BASTION_*`` environment variables; a bad value raises a
+``ValueError`` that names its field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineConfig(BaseSettings):
+    """Every setting of the engine. See the README for what each one trades."""
+
+    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid", validate_assignment=True)
+
+    model: str | None = Field(None, description="GGUF file or HF directory; None = embedded SmolLM2")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = Field(0, ge=0, description="default sampling seed of the engine")
+
+    block_size: int = Field(16, ge=1, le=256, description="tokens per KV block")
+    num_kv_blocks: int | None = Field(None, ge=2, description="KV blocks; None = from kv_cache_memory_mb")
+    kv_cache_memory_mb: int = Field(512, ge=1, description="memory given to the KV cache when num_kv_blocks is None")
+    max_num_seqs: int = Field(128, ge=1, description="most sequences in one step")
+    max_num_batched_tokens: int = Field(2048, ge=1, description="token budget of one step")
+    max_model_len: int | None = Field(None, ge=1, description="context length; None = the model's own")
+    long_prefill_token_threshold: int = Field(0, ge=0, description="cap of one request's prefill chunk (0 = none)")
+    enable_prefix_caching: bool = True
+    prefix_cache_seed: int = Field(0, ge=0, description="seed of the prefix-hash chain (deterministic)")
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+
+    max_queued_requests: int | None = Field(None, ge=1, description="admission bound; past it: Overloaded")
+    max_queued_tokens: int | None = Field(None, ge=1, description="bound on queued prompt tokens")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch and kernels; None = all cores")
+    attention_backend: Literal["auto", "torch", "cpu", "triton", "cuda"] = "auto"
+    enforce_eager: bool = Field(False, description="disable CUDA graphs on GPU")
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> EngineConfig:
+        if self.max_model_len is not None and self.num_kv_blocks is not None:
+            if self.num_kv_blocks * self.block_size < self.block_size * 2:
+                raise ValueError("num_kv_blocks: the KV cache must hold at least two blocks")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> EngineConfig:
+        """Load a config from a .json, .toml or .yaml file; keyword overrides win."""
+        p = Path(path)
+        text = p.read_text()
+        if p.suffix == ".json":
+            data = json.loads(text)
+        elif p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ValueError(f"config file {p}: unsupported suffix {p.suffix!r} (use .json, .toml or .yaml)")
+        data.update(overrides)
+        return cls.build(**data)
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> EngineConfig:
+        """Validate keyword arguments; re-raise pydantic's error as a ValueError naming the field."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "config"
+            raise ValueError(f"{field}: {first['msg']} (got {first.get('input')!r})") from None
