@@ -1,0 +1,117 @@
+"""Backend registry and ``backend="auto"`` resolution for the ``bastion.ops`` op layer.
+
+A backend is a module exposing functions named after the ops (``paged_attention``, ...). Backends are
+imported lazily on first use; a backend whose import fails (no triton, no CUDA build, no native core)
+is recorded as unavailable with the reason, and "auto" skips it. A backend module may define
+``supports(op: str, dtype: torch.dtype) -> bool``: "auto" only picks it where that returns True (the
+CPU backend uses this to advertise only the ops where it measured faster than torch). Resolved
+functions are cached per (op, backend, device type, dtype), so a call costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import torch
+
+OPS: tuple[str, ...] = (
+    "paged_attention",
+    "reshape_and_cache",
+    "rms_norm",
+    "rotary_embedding",
+    "silu_and_mul",
+    "sample",
+)
+BACKENDS: tuple[str, ...] = ("torch", "cpu", "triton", "cuda")
+
+# backend name -> module implementing it (imported on first use)
+_BACKEND_MODULES: dict[str, str] = {
+    "torch": "bastion.ops.torch_ref",
+    "cpu": "bastion.ops.cpu_backend",
+    "triton": "bastion.ops.triton_backend",
+    "cuda": "bastion.ops.cuda_backend",
+}
+# device type -> backends "auto" tries, fastest first; torch always works and ends every list
+_AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "torch"),
+    "cuda": ("cuda", "triton", "torch"),
+}
+
+_registry: dict[str, dict[str, Callable[..., Any]]] = {}
+_supports: dict[str, Callable[[str, torch.dtype], bool]] = {}
+_unavailable: dict[str, str] = {}
+_resolved: dict[tuple[str, str, str, torch.dtype], Callable[..., Any]] = {}
+
+
+def register(backend: str, op: str, fn: Callable[..., Any]) -> None:
+    """Register ``fn`` as ``backend``'s implementation of ``op`` (replacing any earlier one)."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; known ops: {', '.join(OPS)}")
+    _registry.setdefault(backend, {})[op] = fn
+    _unavailable.pop(backend, None)
+    _resolved.clear()
+
+
+def _load(backend: str) -> dict[str, Callable[..., Any]] | None:
+    """Import ``backend``'s module once and register its op functions; None if it cannot load."""
+    if backend in _registry:
+        return _registry[backend]
+    if backend in _unavailable:
+        return None
+    module_name = _BACKEND_MODULES.get(backend)
+    if module_name is None:
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of: {', '.join(BACKENDS)}")
+    try:
+        module: ModuleType = importlib.import_module(module_name)
+    except ImportError as exc:  # optional dependency (triton, CUDA build, native core) missing
+        _unavailable[backend] = f"{type(exc).__name__}: {exc}"
+        return None
+    ops = {op: getattr(module, op) for op in OPS if callable(getattr(module, op, None))}
+    supports = getattr(module, "supports", None)
+    if callable(supports):
+        _supports[backend] = supports
+    _registry[backend] = ops
+    return ops
+
+
+def available_backends() -> dict[str, str]:
+    """Map every backend to "available" or the reason it could not be loaded."""
+    return {name: "available" if _load(name) is not None else _unavailable[name] for name in BACKENDS}
+
+
+def _explicit(op: str, backend: str) -> Callable[..., Any]:
+    ops = _load(backend)
+    if ops is None:
+        raise ValueError(f"backend {backend!r} is not available: {_unavailable[backend]}")
+    fn = ops.get(op)
+    if fn is None:
+        raise ValueError(f"backend {backend!r} does not implement op {op!r} (it has: {', '.join(ops) or 'none'})")
+    return fn
+
+
+def _auto(op: str, device_type: str, dtype: torch.dtype) -> Callable[..., Any]:
+    for backend in _AUTO_ORDER.get(device_type, ("torch",)):
+        ops = _load(backend)
+        if ops is None or op not in ops:
+            continue
+        supports = _supports.get(backend)
+        if supports is not None and not supports(op, dtype):
+            continue
+        return ops[op]
+    raise ValueError(f"no backend implements op {op!r} for {device_type} tensors of dtype {dtype}")
+
+
+def resolve(op: str, backend: str, tensor: torch.Tensor) -> Callable[..., Any]:
+    """Return the function implementing ``op`` on ``backend`` ("auto" picks by ``tensor``'s device/dtype).
+
+    Raises ValueError for an unknown backend, an unavailable backend, or an op the backend lacks.
+    """
+    key = (op, backend, tensor.device.type, tensor.dtype)
+    fn = _resolved.get(key)
+    if fn is None:
+        fn = _auto(op, key[2], key[3]) if backend == "auto" else _explicit(op, backend)
+        _resolved[key] = fn
+    return fn
