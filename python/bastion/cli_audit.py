@@ -1,0 +1,71 @@
+"""``python -m bastion audit ...``: verify a trail, or print / write the audit record JSON schema.
+
+The engine lead wires ``add_audit_parser`` and ``run_audit`` into ``bastion.__main__``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "audit_record.schema.json"
+
+
+def audit_record_schema() -> dict:
+    """The JSON schema of ``AuditRecord`` as published in docs/audit_record.schema.json."""
+    from bastion.audit.record import AuditRecord
+
+    schema = AuditRecord.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://bastion.dev/schemas/audit_record.schema.json"
+    return schema
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``audit`` command (``verify PATH`` and ``schema [--write PATH]``)."""
+    audit = subparsers.add_parser("audit", help="verify an audit trail or print the record schema")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+    ver = sub.add_parser("verify", help="walk the hash chain; exit 0 when intact, 1 otherwise")
+    ver.add_argument("path", help="audit trail (.jsonl, .db or .sqlite)")
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    sch = sub.add_parser("schema", help="print the AuditRecord JSON schema")
+    sch.add_argument("--write", nargs="?", const=str(SCHEMA_PATH), default=None, metavar="PATH",
+                     help=f"write it to PATH instead (default {SCHEMA_PATH})")
+    return audit
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Run the parsed ``audit`` command; returns the process exit code."""
+    if args.audit_command == "schema":
+        text = json.dumps(audit_record_schema(), indent=2, sort_keys=True) + "\n"
+        if args.write:
+            Path(args.write).write_text(text)
+            print(f"wrote {args.write}")
+        else:
+            print(text, end="")
+        return 0
+    from bastion.audit.verify import verify
+
+    try:
+        result = verify(args.path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"ERROR: {e}")
+        return 1
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(result)
+    return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m bastion.cli_audit verify PATH``)."""
+    parser = argparse.ArgumentParser(prog="bastion")
+    add_audit_parser(parser.add_subparsers(dest="command", required=True))
+    return run_audit(parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
