@@ -1,0 +1,35 @@
+"""Sampling: request parameters, the batched sampler, penalties, logprobs, detokenization and stops.
+
+``import bastion.sampling`` stays light: the torch-based pieces load on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bastion.sampling.params import SamplingParams
+
+# public name -> module that defines it (imported on first access, since they pull in torch)
+_LAZY = {
+    "Sampler": "bastion.sampling.sampler",
+    "SamplerOutput": "bastion.sampling.sampler",
+    "SequenceState": "bastion.sampling.state",
+    "TokenCounts": "bastion.sampling.token_counts",
+    "TokenLogprobs": "bastion.sampling.logprobs",
+    "IncrementalDetokenizer": "bastion.sampling.detokenizer",
+    "StopChecker": "bastion.sampling.stop",
+    "StopDecision": "bastion.sampling.stop",
+}
+
+__all__ = ["SamplingParams", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion.sampling' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
