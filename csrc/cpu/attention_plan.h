@@ -1,0 +1,48 @@
+// Work planning for CPU paged attention: cuts a varlen batch into independent work items
+// (sequence, kv head, query tile, KV range) for OpenMP threads. Single-token decodes whose items
+// alone cannot keep every thread busy get their KV range split; the splits write partial results
+// (normalised output + log-sum-exp) that a merge pass combines. Plain C++, no OpenMP, testable alone.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace bastion::cpu {
+
+struct AttentionWorkItem {
+  int32_t seq;       // sequence index
+  int32_t kv_head;   // all q heads of this kv head's group are processed together
+  int32_t q_begin;   // first query of the tile, relative to the sequence's first query
+  int32_t q_end;     // one past the last query of the tile
+  int64_t kv_begin;  // first key position read
+  int64_t kv_end;    // one past the last key position read
+  int64_t partial;   // index of the partial-result slot to fill, or -1 to write the output directly
+};
+
+// The splits of one (decode sequence, kv head): partial slots [first_partial, first_partial + num_splits).
+struct AttentionMerge {
+  int32_t seq;
+  int32_t kv_head;
+  int64_t first_partial;
+  int32_t num_splits;
+};
+
+struct AttentionPlan {
+  std::vector<AttentionWorkItem> items;  // sorted by decreasing cost, for dynamic scheduling
+  std::vector<AttentionMerge> merges;
+  int64_t num_partials = 0;
+};
+
+struct AttentionPlanOptions {
+  int num_threads = 1;
+  int q_tile_rows = 32;         // query rows (tokens x heads of a group) processed together
+  int min_split_tokens = 256;   // never make a KV split shorter than this
+  int items_per_thread = 2;     // splitting stops once there are this many items per thread
+};
+
+// seq_lens / cu_seqlens_q must already be validated (see paged_attention.cpp).
+AttentionPlan plan_attention(const int32_t* seq_lens, const int32_t* cu_seqlens_q, int num_seqs,
+                             int num_kv_heads, int group_size, int sliding_window,
+                             const AttentionPlanOptions& options);
+
+}  // namespace bastion::cpu

@@ -1,0 +1,184 @@
+// Tile kernel: the query rows of one work item (tokens of a query tile x the q heads of one kv
+// group) stream over their KV range in chunks with an online softmax, so every K/V row loaded from
+// the cache is used by all heads of its group. See attention_plan.h for how items are formed.
+#include "cpu/paged_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/attention_plan.h"
+#include "cpu/attention_validate.h"
+#include "cpu/vec_math.h"
+
+namespace bastion::cpu {
+
+namespace {
+
+constexpr int kKvChunk = 32;  // keys per online-softmax step
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Per-thread scratch, sized once per call for the largest tile.
+struct TileScratch {
+  std::vector<float> q;       // [rows, head_dim], pre-multiplied by the softmax scale
+  std::vector<float> acc;     // [rows, head_dim] running sum of p * V
+  std::vector<float> scores;  // [rows, kKvChunk]
+  std::vector<float> row_max;
+  std::vector<float> row_sum;
+  std::vector<int64_t> row_first_key;  // visible key range of each row: [first, last]
+  std::vector<int64_t> row_last_key;
+
+  explicit TileScratch(int max_rows, int head_dim)
+      : q(static_cast<size_t>(max_rows) * head_dim), acc(q.size()), scores(static_cast<size_t>(max_rows) * kKvChunk),
+        row_max(max_rows), row_sum(max_rows), row_first_key(max_rows), row_last_key(max_rows) {}
+};
+
+// Loads the item's query rows (row = token * group + head-in-group) and their visible key ranges.
+int load_queries(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s) {
+  const int group = a.num_heads / a.num_kv_heads;
+  const int64_t first_token = a.cu_seqlens_q[item.seq];
+  const int64_t num_queries = a.cu_seqlens_q[item.seq + 1] - first_token;
+  const int64_t seq_len = a.seq_lens[item.seq];
+  int row = 0;
+  for (int64_t j = item.q_begin; j < item.q_end; ++j) {
+    const int64_t pos = seq_len - num_queries + j;
+    for (int g = 0; g < group; ++g, ++row) {
+      const float* src = a.q + (first_token + j) * a.q_token_stride + (item.kv_head * group + g) * a.q_head_stride;
+      float* dst = s.q.data() + static_cast<int64_t>(row) * a.head_dim;
+      for (int d = 0; d < a.head_dim; ++d) dst[d] = src[d] * a.scale;
+      s.row_last_key[row] = std::min(pos, item.kv_end - 1);
+      s.row_first_key[row] = std::max(item.kv_begin, a.sliding_window > 0 ? pos - a.sliding_window + 1 : 0);
+      s.row_max[row] = kNegInf;
+      s.row_sum[row] = 0.0f;
+    }
+  }
+  std::fill(s.acc.begin(), s.acc.begin() + static_cast<int64_t>(row) * a.head_dim, 0.0f);
+  return row;
+}
+
+// One online-softmax step over keys [kv0, kv0 + n).
+void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
+                   int rows, TileScratch& s) {
+  const int D = a.head_dim;
+  const float* k_rows[kKvChunk];
+  const float* v_rows[kKvChunk];
+  for (int t = 0; t < n; ++t) {
+    const int64_t pos = kv0 + t;
+    const int64_t page = block_row[pos / a.block_size];
+    const int64_t slot = pos % a.block_size;
+    k_rows[t] = a.k.data + page * a.k.block_stride + slot * a.k.slot_stride + kv_head * a.k.head_stride;
+    v_rows[t] = a.v.data + page * a.v.block_stride + slot * a.v.slot_stride + kv_head * a.v.head_stride;
+  }
+  for (int t = 0; t < n; ++t) {
+    for (int r = 0; r < rows; ++r) s.scores[r * kKvChunk + t] = dot(s.q.data() + static_cast<int64_t>(r) * D, k_rows[t], D);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* p = s.scores.data() + r * kKvChunk;
+    // Mask keys outside the row's causal/window range (only the chunk's edges can be affected).
+    const int lo = static_cast<int>(std::clamp<int64_t>(s.row_first_key[r] - kv0, 0, n));
+    const int hi = static_cast<int>(std::clamp<int64_t>(s.row_last_key[r] - kv0 + 1, 0, n));
+    if (lo >= hi) {
+      std::fill(p, p + n, 0.0f);
+      continue;
+    }
+    std::fill(p, p + lo, kNegInf);
+    std::fill(p + hi, p + n, kNegInf);
+    const float chunk_max = *std::max_element(p + lo, p + hi);
+    const float new_max = std::max(s.row_max[r], chunk_max);
+    if (new_max > s.row_max[r] && s.row_sum[r] > 0.0f) {
+      const float rescale = std::exp(s.row_max[r] - new_max);
+      s.row_sum[r] *= rescale;
+      scale_row(s.acc.data() + static_cast<int64_t>(r) * D, rescale, D);
+    }
+    s.row_max[r] = new_max;
+    s.row_sum[r] += exp_shift_sum(p, new_max, n);
+  }
+  for (int t = 0; t < n; ++t) {
+    for (int r = 0; r < rows; ++r) {
+      const float p = s.scores[r * kKvChunk + t];
+      if (p != 0.0f) axpy(s.acc.data() + static_cast<int64_t>(r) * D, p, v_rows[t], D);
+    }
+  }
+}
+
+// Partial-result slot layout: [group rows] outputs of head_dim floats, then [group rows] LSEs.
+struct PartialBuffer {
+  std::vector<float> out;
+  std::vector<float> lse;
+};
+
+void run_item(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s, PartialBuffer& partials) {
+  const int rows = load_queries(a, item, s);
+  const int32_t* block_row = a.block_table + item.seq * a.block_table_stride;
+  for (int64_t kv0 = item.kv_begin; kv0 < item.kv_end; kv0 += kKvChunk) {
+    process_chunk(a, block_row, item.kv_head, kv0, static_cast<int>(std::min<int64_t>(kKvChunk, item.kv_end - kv0)),
+                  rows, s);
+  }
+  const int group = a.num_heads / a.num_kv_heads;
+  for (int r = 0; r < rows; ++r) {
+    const float inv_sum = s.row_sum[r] > 0.0f ? 1.0f / s.row_sum[r] : 0.0f;
+    const float* acc = s.acc.data() + static_cast<int64_t>(r) * a.head_dim;
+    float* dst;
+    if (item.partial >= 0) {
+      dst = partials.out.data() + (item.partial * group + r) * a.head_dim;
+      partials.lse[item.partial * group + r] = s.row_sum[r] > 0.0f ? s.row_max[r] + std::log(s.row_sum[r]) : kNegInf;
+    } else {
+      const int64_t token = a.cu_seqlens_q[item.seq] + item.q_begin + r / group;
+      dst = a.out + token * a.out_token_stride + (item.kv_head * group + r % group) * a.out_head_stride;
+    }
+    for (int d = 0; d < a.head_dim; ++d) dst[d] = acc[d] * inv_sum;
+  }
+}
+
+// out = sum_i exp(lse_i - max) * O_i / sum_i exp(lse_i - max) over the splits of one (seq, kv head).
+void merge_splits(const PagedAttentionArgs& a, const AttentionMerge& m, const PartialBuffer& partials) {
+  const int group = a.num_heads / a.num_kv_heads;
+  const int64_t token = a.cu_seqlens_q[m.seq];
+  for (int g = 0; g < group; ++g) {
+    float* dst = a.out + token * a.out_token_stride + (m.kv_head * group + g) * a.out_head_stride;
+    float max_lse = kNegInf;
+    for (int i = 0; i < m.num_splits; ++i) max_lse = std::max(max_lse, partials.lse[(m.first_partial + i) * group + g]);
+    std::fill(dst, dst + a.head_dim, 0.0f);
+    if (max_lse == kNegInf) continue;
+    float total = 0.0f;
+    for (int i = 0; i < m.num_splits; ++i) {
+      const int64_t slot = (m.first_partial + i) * group + g;
+      const float w = std::exp(partials.lse[slot] - max_lse);
+      total += w;
+      axpy(dst, w, partials.out.data() + slot * a.head_dim, a.head_dim);
+    }
+    scale_row(dst, 1.0f / total, a.head_dim);
+  }
+}
+
+}  // namespace
+
+void paged_attention(const PagedAttentionArgs& args, int num_threads) {
+  validate_attention_args(args);
+  num_threads = std::max(1, num_threads);
+  AttentionPlanOptions options;
+  options.num_threads = num_threads;
+  const int group = args.num_heads / args.num_kv_heads;
+  const AttentionPlan plan = plan_attention(args.seq_lens, args.cu_seqlens_q, args.num_seqs, args.num_kv_heads, group,
+                                            args.sliding_window, options);
+  PartialBuffer partials;
+  partials.out.resize(static_cast<size_t>(plan.num_partials) * group * args.head_dim);
+  partials.lse.resize(static_cast<size_t>(plan.num_partials) * group);
+  const int max_rows = std::max(group, options.q_tile_rows / group * group);
+  const int64_t num_items = static_cast<int64_t>(plan.items.size());
+  const int threads = static_cast<int>(std::min<int64_t>(num_threads, std::max<int64_t>(1, num_items)));
+#pragma omp parallel num_threads(threads)
+  {
+    TileScratch scratch(max_rows, args.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < num_items; ++i) run_item(args, plan.items[i], scratch, partials);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < static_cast<int64_t>(plan.merges.size()); ++i) merge_splits(args, plan.merges[i], partials);
+  }
+}
+
+}  // namespace bastion::cpu
