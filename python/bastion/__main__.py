@@ -1,0 +1,84 @@
+"""Command line: ``python -m bastion generate|chat|audit ...``.
+
+``generate`` and ``chat`` run the embedded default model (or ``--model``) and print the answer;
+``audit verify PATH`` checks a hash-chained audit trail and names the first bad record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="GGUF file or HF directory (default: embedded SmolLM2)")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the output as JSON")
+
+
+def _print_outputs(outputs: list, as_json: bool) -> None:
+    for out in outputs:
+        if as_json:
+            print(json.dumps({
+                "text": out.text, "token_ids": out.token_ids, "finish_reason": out.finish_reason,
+                "prompt_tokens": len(out.prompt_token_ids),
+                "time_to_first_token_s": out.metrics.time_to_first_token,
+                "e2e_latency_s": out.metrics.e2e_latency,
+            }))
+        else:
+            print(out.text)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from bastion import LLM, SamplingParams
+
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed)
+    llm = LLM(model=args.model)
+    try:
+        if args.command == "generate":
+            outputs = llm.generate(args.prompt, params, use_tqdm=False)
+        else:
+            messages = [{"role": "user", "content": p} for p in args.prompt]
+            outputs = llm.chat(messages, params, use_tqdm=False)
+    finally:
+        llm.close()
+    _print_outputs(outputs, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m bastion``."""
+    from bastion.cli_audit import add_audit_parser
+
+    parser = argparse.ArgumentParser(prog="python -m bastion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="complete one or more prompts")
+    gen.add_argument("prompt", nargs="+")
+    _add_engine_args(gen)
+    chat = sub.add_parser("chat", help="answer a user message with the model's chat template")
+    chat.add_argument("prompt", nargs="+", help="the user message (several words are joined)")
+    _add_engine_args(chat)
+    add_audit_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "audit":
+        from bastion.cli_audit import run_audit
+
+        return run_audit(args)
+    if args.command == "chat" and len(args.prompt) > 1:
+        # several words without quotes: one message
+        args.prompt = [" ".join(args.prompt)]
+    return _run_model(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

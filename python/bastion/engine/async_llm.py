@@ -1,0 +1,202 @@
+"""``bastion.AsyncLLM``: streaming, abort, jobs, backpressure and deadlines for asyncio services."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from bastion.config import EngineConfig
+from bastion.engine.engine_core import EngineCore
+from bastion.engine.engine_thread import AbortCommand, AddCommand, Deadlines, EngineThread
+from bastion.engine.jobs import JobManager, JobState
+from bastion.engine.metrics import EngineMetrics
+from bastion.engine.outputs import RequestOutput
+from bastion.errors import EngineDead, Overloaded
+from bastion.sampling import SamplingParams
+
+
+class AsyncLLM:
+    """An engine on its own thread, driven from asyncio.
+
+    Takes the same arguments as ``LLM`` (``EngineConfig`` fields) plus ``job_store`` (an SQLite
+    path keeping job states and results across restarts) and ``metrics_registry`` (a
+    prometheus_client ``CollectorRegistry``; metrics are off when prometheus-client is absent).
+    """
+
+    def __init__(self, model: str | None = None, *, job_store: str | None = None,
+                 metrics_registry: Any = None, **kwargs: Any) -> None:
+        self.config = EngineConfig.build(model=model, **kwargs)
+        core = EngineCore(self.config)
+        self.tokenizer = core.tokenizer
+        self.model_config = core.model_config
+        self.max_model_len = core.max_model_len
+        self._validate_prompt = core.validate_prompt
+        self._streams: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dead: BaseException | None = None
+        self._ids = itertools.count()
+        self._adds_sent = 0
+        self.metrics = EngineMetrics(self.model_config.name, registry=metrics_registry,
+                                     snapshot=lambda: self._thread.snapshot)
+        self._thread = EngineThread(core, self._deliver_threadsafe, self._crash_threadsafe)
+        self.jobs = JobManager(self, job_store)
+
+    # ----- plumbing between the engine thread and the event loop --------------------------------
+    def _deliver_threadsafe(self, outputs: list[RequestOutput], errors: list[tuple[str, BaseException]]) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, outputs, errors)
+
+    def _deliver(self, outputs: list[RequestOutput], errors: list[tuple[str, BaseException]]) -> None:
+        for out in outputs:
+            self.metrics.observe(out)
+            stream = self._streams.get(out.request_id)
+            if stream is not None:
+                stream.put_nowait(out)
+        for rid, exc in errors:
+            stream = self._streams.get(rid)
+            if stream is not None:
+                stream.put_nowait(exc)
+
+    def _crash_threadsafe(self, exc: BaseException) -> None:
+        self._dead = exc
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fail_all, exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for stream in self._streams.values():
+            stream.put_nowait(EngineDead(f"engine loop stopped: {type(exc).__name__}: {exc}"))
+
+    # ----- admission ---------------------------------------------------------------------------
+    def _admit(self, n_tokens: int) -> None:
+        if self._dead is not None:
+            raise EngineDead(f"engine loop stopped: {self._dead!r}")
+        snap = self._thread.snapshot
+        # adds still in the command queue are not in the snapshot yet
+        queued = snap["num_unscheduled"] + self._adds_sent - snap["adds_received"]
+        limit = self.config.max_queued_requests
+        if limit is not None and queued >= limit:
+            self.metrics.count_overload()
+            raise Overloaded(f"max_queued_requests={limit} reached ({queued} requests wait); retry later")
+        token_limit = self.config.max_queued_tokens
+        if token_limit is not None and snap["num_unscheduled_tokens"] + n_tokens > token_limit:
+            self.metrics.count_overload()
+            raise Overloaded(f"max_queued_tokens={token_limit} reached; retry later")
+
+    def _encode(self, prompt: str | Sequence[int]) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer.encode(prompt)
+        if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return None, [int(t) for t in prompt]
+        raise TypeError(f"prompt: expected a str or a list of token ids, got {type(prompt).__name__}")
+
+    # ----- public API --------------------------------------------------------------------------
+    def start(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        *,
+        priority: int = 0,
+        deadlines: Deadlines | None = None,
+        cache_salt: str | None = None,
+    ) -> str:
+        """Validate, admit and queue one request now; return its id (outputs via ``next_output``).
+
+        Must be called from the event loop's thread. Raises ValueError/TypeError for bad input and
+        ``Overloaded`` when admission is full, before anything is queued.
+        """
+        params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
+        text, ids = self._encode(prompt)
+        self._validate_prompt(ids)
+        params.validate_against(self.model_config.vocab_size)
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if rid in self._streams:
+            raise ValueError(f"request_id: {rid!r} is already running")
+        self._admit(len(ids))
+        self._loop = asyncio.get_running_loop()
+        self._streams[rid] = asyncio.Queue()
+        self._adds_sent += 1
+        self._thread.send(AddCommand(rid, ids, params, text, priority, time.monotonic(), deadlines, cache_salt))
+        return rid
+
+    async def next_output(self, request_id: str) -> RequestOutput:
+        """The request's next output; after the finished one the request is forgotten."""
+        item = await self._streams[request_id].get()
+        if isinstance(item, BaseException):
+            self._streams.pop(request_id, None)
+            raise item
+        if item.finished:
+            self._streams.pop(request_id, None)
+        return item
+
+    def release(self, request_id: str) -> None:
+        """Forget a request whose consumer went away, aborting it if it still runs."""
+        if self._streams.pop(request_id, None) is not None:
+            self._thread.send(AbortCommand(request_id))
+
+    async def generate(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        *,
+        priority: int = 0,
+        deadlines: Deadlines | None = None,
+        cache_salt: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream the outputs of one request (per ``params.output_kind``: cumulative, delta or final).
+
+        Raises like ``start``. Cancelling the consuming task, or leaving the loop early, aborts the
+        request within one step and frees its KV blocks.
+        """
+        rid = self.start(prompt, params, request_id, priority=priority, deadlines=deadlines,
+                         cache_salt=cache_salt)
+        try:
+            while True:
+                out = await self.next_output(rid)
+                yield out
+                if out.finished:
+                    return
+        finally:
+            self.release(rid)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a request: its blocks are freed within one step and its stream ends with "abort"."""
+        self._thread.send(AbortCommand(request_id))
+
+    def stats(self) -> dict[str, Any]:
+        """The latest figures published by the engine thread (see ``LLM.stats``)."""
+        return dict(self._thread.snapshot)
+
+    async def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
+                     priority: int = 0, deadlines: Deadlines | None = None,
+                     on_complete: Callable[[JobState], Any] | None = None) -> str:
+        """Start a job and return its id at once (see ``poll`` and ``result``)."""
+        return await self.jobs.submit(prompt, params or SamplingParams(), priority=priority,
+                                      deadlines=deadlines, on_complete=on_complete)
+
+    async def poll(self, job_id: str) -> JobState:
+        """The job's status (queued, running, finished, failed, aborted) and its output so far."""
+        return self.jobs.poll(job_id)
+
+    async def result(self, job_id: str, timeout: float | None = None) -> JobState:
+        """Wait until the job ends (``asyncio.TimeoutError`` after ``timeout`` seconds)."""
+        return await self.jobs.result(job_id, timeout)
+
+    async def close(self) -> None:
+        """Abort everything, stop the engine thread and close the job store."""
+        for rid in list(self._streams):
+            self._thread.send(AbortCommand(rid))
+        await asyncio.to_thread(self._thread.stop)
+        self.jobs.close()
+
+    async def __aenter__(self) -> AsyncLLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,226 @@
+"""The synchronous engine: one ``step()`` = scheduler step → one forward → sampler → scheduler update.
+
+Single-threaded by design: ``LLM`` drives it in the caller's thread, ``AsyncLLM`` from its own
+engine thread. Every request is validated in ``add_request`` before anything is queued; a fault
+while processing one request fails that request alone, and a fault in the shared forward pass
+fails only the requests of that step. Either way their KV blocks go back to the pool at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+
+import numpy as np
+import torch
+
+from bastion import _core
+from bastion.config import EngineConfig
+from bastion.engine.model_runner import ModelRunner
+from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
+from bastion.engine.placement import resolve_device, resolve_dtype, size_kv_cache
+from bastion.engine.request import EngineRequest
+from bastion.model import load_model
+from bastion.sampling import IncrementalDetokenizer, Sampler, SamplingParams, SequenceState, StopChecker
+
+
+def salt_to_key(cache_salt: str | None) -> int:
+    """A stable 63-bit key for a cache salt (tenant isolation of the prefix cache); 0 = no salt."""
+    if not cache_salt:
+        return 0
+    return int.from_bytes(hashlib.blake2b(cache_salt.encode(), digest_size=8).digest(), "little") >> 1
+
+
+class EngineCore:
+    """Owns the model, its KV cache, the C++ scheduler and the per-request Python state."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
+        self.loaded = load_model(config.model, device=self.device, dtype=resolve_dtype(config.dtype, self.device))
+        self.tokenizer = self.loaded.tokenizer
+        self.model_config = self.loaded.config
+        self.max_model_len, num_blocks = size_kv_cache(config, self.model_config, self.loaded.model)
+        self.scheduler = _core.Scheduler(
+            num_blocks, config.block_size, config.max_num_seqs, config.max_num_batched_tokens,
+            self.max_model_len, enable_prefix_caching=config.enable_prefix_caching,
+            policy=config.scheduling_policy, hash_seed=config.prefix_cache_seed,
+            long_prefill_token_threshold=config.long_prefill_token_threshold,
+        )
+        self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device)
+        self.sampler = Sampler()
+        self.eos_token_ids = list(self.tokenizer.eos_token_ids)
+        self.special_token_ids = frozenset(self.tokenizer.special_token_ids)
+        self.requests: dict[str, EngineRequest] = {}
+        self._by_core_id: dict[int, EngineRequest] = {}
+        self._finished_outside_step: list[EngineRequest] = []
+        self._next_core_id = 1
+
+    # ----- admission -------------------------------------------------------------------------
+    def validate_prompt(self, prompt_token_ids: list[int]) -> None:
+        """Raise ValueError naming the problem if this prompt cannot be served."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("prompt: empty prompt (no tokens to process)")
+        if n >= self.max_model_len:
+            raise ValueError(
+                f"prompt: {n} tokens does not fit the context (max_model_len={self.max_model_len}); "
+                "shorten it or raise max_model_len"
+            )
+        vocab = self.model_config.vocab_size
+        bad = [t for t in prompt_token_ids if not (0 <= t < vocab)]
+        if bad:
+            raise ValueError(f"prompt_token_ids: ids out of vocabulary [0, {vocab}): {bad[:5]}")
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        prompt: str | None = None,
+        priority: int = 0,
+        arrival_time: float | None = None,
+        cache_salt: str | None = None,
+    ) -> None:
+        """Validate and queue one request; raises ValueError before queueing anything if bad."""
+        if request_id in self.requests:
+            raise ValueError(f"request_id: {request_id!r} is already in use")
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
+        params.validate_against(self.model_config.vocab_size)
+        ids = [int(t) for t in prompt_token_ids]
+        self.validate_prompt(ids)
+        skip_ids = self.special_token_ids if params.skip_special_tokens else ()
+        core_id = self._next_core_id
+        self._next_core_id += 1
+        self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=priority,
+                                   cache_salt=salt_to_key(cache_salt))
+        room = self.max_model_len - len(ids)
+        if params.max_tokens > room:  # generation ends at the context limit with "length"
+            params = dataclasses.replace(params, max_tokens=room, min_tokens=min(params.min_tokens, room))
+        req = EngineRequest(
+            request_id=request_id, core_id=core_id, prompt=prompt, prompt_token_ids=ids, params=params,
+            metrics=RequestMetrics(arrival_time=arrival_time if arrival_time is not None else time.monotonic()),
+            seq=SequenceState(params, ids, self.eos_token_ids),
+            stop=StopChecker(params, IncrementalDetokenizer(self.tokenizer.decode, ids, skip_ids),
+                             self.eos_token_ids),
+        )
+        self.requests[request_id] = req
+        self._by_core_id[core_id] = req
+
+    # ----- cancellation ----------------------------------------------------------------------
+    def abort(self, request_id: str, reason: FinishReason = "abort", detail: str | None = None) -> bool:
+        """Stop a request now and free its KV blocks; its final output comes with the next step.
+
+        Returns False when the request is unknown or already finished.
+        """
+        req = self.requests.get(request_id)
+        if req is None or req.finished:
+            return False
+        self.scheduler.abort(req.core_id)
+        if reason == "timeout":
+            req.metrics.timeout_reason = detail
+        elif reason == "error":
+            req.metrics.error = detail
+        self._finish(req, reason)
+        self._finished_outside_step.append(req)
+        return True
+
+    # ----- the step --------------------------------------------------------------------------
+    def has_unfinished(self) -> bool:
+        """True while any request is queued, running or has an output not yet returned."""
+        return bool(self.requests)
+
+    def step(self) -> list[RequestOutput]:
+        """Run one engine step; return the outputs due (per each request's output_kind)."""
+        touched: list[EngineRequest] = self._finished_outside_step
+        self._finished_outside_step = []
+        step = self.scheduler.step()
+        now = time.monotonic()
+        for core_id in step.preempted_ids:
+            req = self._by_core_id.get(int(core_id))
+            if req is not None:
+                req.metrics.num_preemptions += 1
+        scheduled = [self._by_core_id[int(i)] for i in step.req_ids]
+        for req in scheduled:
+            if req.metrics.first_scheduled_time is None:
+                req.metrics.first_scheduled_time = now
+        if scheduled:
+            touched.extend(self._run(step, scheduled))
+        return self._collect(touched)
+
+    def _run(self, step: object, scheduled: list[EngineRequest]) -> list[EngineRequest]:
+        sampling = [req for req, flag in zip(scheduled, step.do_sample) if flag]
+        try:
+            logits = self.runner.execute(step)
+            sampled = self.sampler.sample(logits, [r.seq for r in sampling])
+        except Exception as exc:  # the shared forward failed: fail only this step's requests
+            return self._fail_step(scheduled, sampling, f"{type(exc).__name__}: {exc}")
+        token_ids = sampled.token_ids.tolist()
+        now = time.monotonic()
+        finished_core_ids: list[int] = []
+        for i, req in enumerate(sampling):
+            try:
+                self._append_token(req, token_ids[i], sampled.logprobs[i] if sampled.logprobs else None, now)
+            except Exception as exc:  # a fault in one request's post-processing fails it alone
+                req.metrics.error = f"{type(exc).__name__}: {exc}"
+                self._finish(req, "error")
+            if req.finished:
+                finished_core_ids.append(req.core_id)
+        self.scheduler.update(np.asarray(token_ids, dtype=np.int32), np.asarray(finished_core_ids, dtype=np.int64))
+        return sampling
+
+    def _fail_step(self, scheduled: list[EngineRequest], sampling: list[EngineRequest],
+                   error: str) -> list[EngineRequest]:
+        """Close the step in the scheduler (freeing every block of its requests) and fail them."""
+        self.scheduler.update(np.zeros(len(sampling), dtype=np.int32),
+                              np.asarray([r.core_id for r in sampling], dtype=np.int64))
+        sampling_ids = {r.core_id for r in sampling}
+        for req in scheduled:
+            if req.core_id not in sampling_ids:
+                self.scheduler.abort(req.core_id)
+            req.metrics.error = error
+            self._finish(req, "error")
+        return scheduled
+
+    def _append_token(self, req: EngineRequest, token: int, logprobs: dict | None, now: float) -> None:
+        m = req.metrics
+        if m.first_token_time is None:
+            m.first_token_time = now
+            m.num_cached_tokens = self.scheduler.num_cached_tokens(req.core_id)
+        m.last_token_time = now
+        m.num_generated_tokens += 1
+        req.seq.append(token)
+        if logprobs is not None:
+            if req.logprobs is None:
+                req.logprobs = []
+            req.logprobs.append(logprobs)
+        decision = req.stop.process(token)
+        if decision.finish_reason is not None:
+            self._finish(req, decision.finish_reason, decision.stop_reason)
+
+    def _finish(self, req: EngineRequest, reason: FinishReason, stop_reason: str | int | None = None) -> None:
+        if req.finish_reason is None:
+            req.metrics.num_preemptions = max(req.metrics.num_preemptions,
+                                              self.scheduler.num_preemptions(req.core_id))
+        req.finish(reason, time.monotonic(), stop_reason)
+
+    def _collect(self, touched: list[EngineRequest]) -> list[RequestOutput]:
+        outputs: list[RequestOutput] = []
+        for req in touched:
+            out = req.make_output()
+            if out is not None:
+                outputs.append(out)
+            if req.finished:
+                self.requests.pop(req.request_id, None)
+                self._by_core_id.pop(req.core_id, None)
+        return outputs
+
+    # ----- introspection ---------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Scheduler and KV-cache figures (see LLM.stats)."""
+        return dict(self.scheduler.stats())

@@ -1,0 +1,167 @@
+"""The engine loop on its own thread: commands in, outputs out, deadlines enforced between steps.
+
+The event loop never runs model code. It sends commands (add, abort) through a queue and gets each
+step's outputs back in ONE ``call_soon_threadsafe`` callback. The C++ scheduler step and torch ops
+release the GIL, so the event loop keeps running while the model computes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.engine.engine_core import EngineCore
+from bastion.engine.outputs import RequestOutput
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Per-request time limits in seconds, measured from arrival; None = no limit.
+
+    ``queue``: until the scheduler first runs the request; ``ttft``: until the first token;
+    ``total``: until the request finishes. On expiry the request is aborted (blocks freed) with
+    ``finish_reason="timeout"`` and ``metrics.timeout_reason`` naming which limit fired.
+    """
+
+    queue: float | None = None
+    ttft: float | None = None
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("queue", "ttft", "total"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"deadline.{name}: must be a positive number of seconds, got {value!r}")
+
+    def expired(self, metrics: Any, now: float) -> str | None:
+        """Which limit has passed for a request with these ``metrics`` (None if none)."""
+        age = now - metrics.arrival_time
+        if self.queue is not None and metrics.first_scheduled_time is None and age > self.queue:
+            return "queue"
+        if self.ttft is not None and metrics.first_token_time is None and age > self.ttft:
+            return "ttft"
+        if self.total is not None and age > self.total:
+            return "total"
+        return None
+
+
+@dataclass
+class AddCommand:
+    """Queue a validated request (all fields as ``EngineCore.add_request`` takes them)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: Any
+    prompt: str | None
+    priority: int
+    arrival_time: float
+    deadlines: Deadlines | None
+    cache_salt: str | None
+
+
+@dataclass
+class AbortCommand:
+    """Stop a request; ``reason`` is "abort" (caller) or "timeout"."""
+
+    request_id: str
+    reason: str = "abort"
+
+
+Deliver = Callable[[list[RequestOutput], list[tuple[str, BaseException]]], None]
+
+
+class EngineThread:
+    """Runs ``EngineCore`` steps on a daemon thread until ``stop()``."""
+
+    def __init__(self, core: EngineCore, deliver: Deliver, on_crash: Callable[[BaseException], None]) -> None:
+        self.core = core
+        self._deliver = deliver
+        self._on_crash = on_crash
+        self._commands: queue.SimpleQueue[AddCommand | AbortCommand | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._running = True
+        self._deadlines: dict[str, Deadlines] = {}
+        self._adds_received = 0
+        self.snapshot: dict[str, Any] = self._make_snapshot()
+        self._thread = threading.Thread(target=self._main, name="bastion-engine", daemon=True)
+        self._thread.start()
+
+    def send(self, command: AddCommand | AbortCommand) -> None:
+        """Hand a command to the engine thread (never blocks)."""
+        self._commands.put(command)
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the loop to finish and wait for the thread."""
+        self._running = False
+        self._commands.put(None)
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _make_snapshot(self) -> dict[str, Any]:
+        stats = self.core.stats()
+        waiting = [r for r in self.core.requests.values() if r.metrics.first_scheduled_time is None]
+        stats["num_unscheduled"] = len(waiting)
+        stats["num_unscheduled_tokens"] = sum(len(r.prompt_token_ids) for r in waiting)
+        stats["num_unfinished"] = len(self.core.requests)
+        stats["adds_received"] = self._adds_received
+        return stats
+
+    def _drain_commands(self, errors: list[tuple[str, BaseException]]) -> None:
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if cmd is None:
+                continue
+            if isinstance(cmd, AbortCommand):
+                self.core.abort(cmd.request_id, cmd.reason)  # type: ignore[arg-type]
+                continue
+            self._adds_received += 1
+            try:
+                self.core.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params, prompt=cmd.prompt,
+                                      priority=cmd.priority, arrival_time=cmd.arrival_time,
+                                      cache_salt=cmd.cache_salt)
+            except Exception as exc:  # validated before sending; anything left fails this request only
+                errors.append((cmd.request_id, exc))
+                continue
+            if cmd.deadlines is not None:
+                self._deadlines[cmd.request_id] = cmd.deadlines
+
+    def _enforce_deadlines(self) -> None:
+        if not self._deadlines:
+            return
+        now = time.monotonic()
+        for rid, limits in list(self._deadlines.items()):
+            req = self.core.requests.get(rid)
+            if req is None or req.finished:
+                del self._deadlines[rid]
+                continue
+            which = limits.expired(req.metrics, now)
+            if which is not None:
+                self.core.abort(rid, "timeout", which)
+                del self._deadlines[rid]
+
+    def _next_deadline_wait(self) -> float | None:
+        return 0.01 if self._deadlines else None
+
+    def _main(self) -> None:
+        try:
+            while self._running:
+                errors: list[tuple[str, BaseException]] = []
+                self._drain_commands(errors)
+                self._enforce_deadlines()
+                outputs = self.core.step() if self.core.has_unfinished() else []
+                self.snapshot = self._make_snapshot()  # published before outputs: callers see freed blocks
+                if outputs or errors:
+                    self._deliver(outputs, errors)
+                if not self.core.has_unfinished():
+                    self._wake.wait(self._next_deadline_wait())
+                    self._wake.clear()
+        except BaseException as exc:  # the loop itself broke: every stream must learn it
+            self._on_crash(exc)

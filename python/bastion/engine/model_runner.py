@@ -1,0 +1,49 @@
+"""Turns one scheduler step (flat numpy arrays) into one forward pass and the logits to sample.
+
+The arrays come straight from the C++ scheduler's preallocated buffers; ``torch.from_numpy``
+wraps them without a copy on the CPU, so no per-request Python work happens here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bastion.model import AttentionMetadata, LoadedModel
+
+
+class ModelRunner:
+    """Owns the paged KV caches of one model and runs the flat varlen batch through it."""
+
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, device: torch.device) -> None:
+        self.model = loaded.model
+        self.device = device
+        self.kv_caches = self.model.make_kv_caches(num_blocks, block_size)
+
+    def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        if t.dtype != dtype:
+            t = t.to(dtype)
+        return t.to(self.device, non_blocking=True) if self.device.type != "cpu" else t
+
+    @torch.inference_mode()
+    def execute(self, step: Any) -> torch.Tensor:
+        """Run the step's tokens through the model; return float32 logits [num_sampling, vocab]."""
+        num_scheduled = step.num_scheduled_tokens
+        seq_lens = step.seq_lens
+        attn = AttentionMetadata(
+            slot_mapping=self._tensor(step.slot_mapping, torch.int64),
+            block_table=self._tensor(step.block_table, torch.int32),
+            seq_lens=self._tensor(seq_lens, torch.int32),
+            cu_seqlens_q=self._tensor(step.cu_seqlens_q, torch.int32),
+            max_seqlen_q=int(num_scheduled.max()),
+            max_seq_len=int(seq_lens.max()),
+        )
+        input_ids = self._tensor(step.input_ids, torch.int64)
+        positions = self._tensor(step.positions, torch.int64)
+        hidden = self.model.forward(input_ids, positions, attn, self.kv_caches)
+        if len(step.logits_indices) == 0:
+            return hidden.new_empty((0, 0), dtype=torch.float32)
+        rows = hidden.index_select(0, self._tensor(step.logits_indices, torch.int64))
+        return self.model.compute_logits(rows).float()
