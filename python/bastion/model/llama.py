@@ -1,0 +1,173 @@
+"""The Llama-family decoder (Llama 2/3, SmolLM2, Mistral, Qwen2) over a flat varlen batch and a paged KV cache.
+
+Dense matmuls are plain torch; every fused op (RMSNorm with residual, rotary, KV write, paged
+attention, SiLU-and-mul) goes through ``bastion.ops`` so the same module runs on CPU and GPU with the
+fastest backend of each. Q/K/V and gate/up projections are stored fused (see ``bastion.model.fuse``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bastion import ops
+from bastion.errors import ModelLoadError
+from bastion.model.attention_metadata import AttentionMetadata
+from bastion.model.config import ModelConfig
+from bastion.model.rope import build_cos_sin_cache
+
+KVCache = tuple[torch.Tensor, torch.Tensor]
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm whose optional residual add is fused into the same op."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        """A unit weight of ``hidden_size``; ``eps`` guards the reciprocal square root."""
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``norm(x)``, or ``(norm(x + residual), x + residual)`` when given the residual stream."""
+        return ops.rms_norm(x, self.weight, self.eps, residual=residual)
+
+
+class LlamaAttention(nn.Module):
+    """Grouped-query self-attention with fused QKV, neox rotary and paged K/V."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        """Allocate the projections for ``config`` (weights are assigned at load)."""
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
+        self.scale = self.head_dim**-0.5
+        self.sliding_window = config.sliding_window
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+                attn: AttentionMetadata, kv_cache: KVCache) -> torch.Tensor:
+        """``x [T, hidden]`` -> attention output ``[T, hidden]``; writes this step's K/V into ``kv_cache``."""
+        tokens = x.shape[0]
+        q, k, v = self.qkv_proj(x).split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+        q = q.view(tokens, self.num_heads, self.head_dim)
+        k = k.view(tokens, self.num_kv_heads, self.head_dim)
+        v = v.view(tokens, self.num_kv_heads, self.head_dim)
+        q, k = ops.rotary_embedding(positions, q, k, cos_sin_cache, is_neox=True)
+        k_cache, v_cache = kv_cache
+        ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping)
+        out = ops.paged_attention(q, k_cache, v_cache, attn.block_table, attn.seq_lens, attn.cu_seqlens_q,
+                                  scale=self.scale, sliding_window=self.sliding_window)
+        return self.o_proj(out.reshape(tokens, self.q_size))
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU feed-forward with a fused gate/up projection."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        """Allocate the projections for ``config``."""
+        super().__init__()
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``down(silu(gate(x)) * up(x))``."""
+        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block; the residual add is fused into the next RMSNorm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        """Allocate attention, MLP and the two norm weights."""
+        super().__init__()
+        self.self_attn = LlamaAttention(config)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
+                cos_sin_cache: torch.Tensor, attn: AttentionMetadata,
+                kv_cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(block output, residual stream)``; their sum is the layer's hidden state."""
+        if residual is None:  # first layer: the embeddings are the residual stream
+            residual = hidden
+            x = self.input_layernorm(hidden)
+        else:
+            x, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(x, positions, cos_sin_cache, attn, kv_cache)
+        x, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(x), residual
+
+
+class LlamaForCausalLM(nn.Module):
+    """The ``CausalLM`` of the model contract: ``forward`` over a flat batch, ``compute_logits`` on chosen rows."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        """Allocate every layer for ``config``; build on the meta device and use ``from_state_dict`` to load."""
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.register_buffer("cos_sin_cache", torch.empty(0), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, config: ModelConfig, weights: Mapping[str, torch.Tensor], *,
+                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+        """Build the model around fused ``weights`` (see ``fuse_hf_state_dict``), without copying them
+        when they already have ``dtype`` and ``device`` (memory-mapped cache tensors stay mapped)."""
+        with torch.device("meta"):
+            model = cls(config)
+        params = {name: t.to(device, dtype) for name, t in weights.items()}
+        try:
+            model.load_state_dict(params, strict=True, assign=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"weights do not fit the {config.architecture} architecture: {exc}") from exc
+        model.cos_sin_cache = build_cos_sin_cache(config.max_position_embeddings, config.head_dim, config.rope_theta,
+                                                  config.rope_scaling, dtype=torch.float32, device=device)
+        return model.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights and activations."""
+        return self.embed_tokens.weight.dtype
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionMetadata,
+                kv_caches: Sequence[KVCache]) -> torch.Tensor:
+        """Hidden states ``[T, hidden]`` of a flat varlen batch (``input_ids``/``positions`` int64 ``[T]``)."""
+        if len(kv_caches) != len(self.layers):
+            raise ValueError(f"kv_caches has {len(kv_caches)} layers, the model has {len(self.layers)}")
+        hidden = self.embed_tokens(input_ids)
+        residual: torch.Tensor | None = None
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+            hidden, residual = layer(hidden, residual, positions, self.cos_sin_cache, attn, kv_cache)
+        out, _ = self.norm(hidden, residual)  # config validation guarantees >= 1 layer, so residual is set
+        return out
+
+    @torch.inference_mode()
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits ``[S, vocab]`` of the selected hidden rows ``[S, hidden]``."""
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight).float()
+
+    def make_kv_caches(self, num_blocks: int, block_size: int) -> list[KVCache]:
+        """Zeroed paged K/V caches, one ``(k, v)`` pair of ``[num_blocks, block_size, kv_heads, head_dim]`` per layer."""
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"num_blocks and block_size must be positive, got {num_blocks} and {block_size}")
+        shape = (num_blocks, block_size, self.config.num_kv_heads, self.config.head_dim)
+        return [(torch.zeros(shape, dtype=self.dtype, device=self.device),
+                 torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
