@@ -50,6 +50,8 @@ def register(backend: str, op: str, fn: Callable[..., Any]) -> None:
     """Register ``fn`` as ``backend``'s implementation of ``op`` (replacing any earlier one)."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; known ops: {', '.join(OPS)}")
+    if backend in _BACKEND_MODULES:
+        _load(backend)  # import the module's own ops first so they do not shadow this registration later
     _registry.setdefault(backend, {})[op] = fn
     _unavailable.pop(backend, None)
     _resolved.clear()
