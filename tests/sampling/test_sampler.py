@@ -116,9 +116,11 @@ def test_logprobs_are_raw_log_softmax_with_top_n_and_rank() -> None:
     top_values, top_ids = expected[0].topk(5)
     assert list(first.top_logprobs) == top_ids.tolist()  # most likely first
     assert list(first.top_logprobs.values()) == pytest.approx(top_values.tolist(), abs=1e-6)
-    assert first.as_dict()[token] == first.logprob and len(first.as_dict()) in (5, 6)
+    assert first[token] == first.logprob  # a {token_id: logprob} dict: the top 5 plus the sampled token
+    assert len(first) == (5 if token in top_ids.tolist() else 6)
+    assert list(first)[:5] == top_ids.tolist()
     assert third.top_logprobs == {} and third.rank == 1  # greedy: the chosen token is the most likely
-    assert third.as_dict() == {int(logits[2].argmax()): pytest.approx(float(expected[2].max()), abs=1e-6)}
+    assert third == {int(logits[2].argmax()): pytest.approx(float(expected[2].max()), abs=1e-6)}
 
 
 def test_logits_are_not_modified() -> None:

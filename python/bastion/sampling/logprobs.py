@@ -8,32 +8,37 @@ a caller gets the model's own belief about each token, independent of how it was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from bastion.sampling.state import SequenceState
 
 
-@dataclass(frozen=True)
-class TokenLogprobs:
-    """Logprob information for one generated token.
+class TokenLogprobs(dict[int, float]):
+    """Logprobs for one generated token: a ``{token_id: logprob}`` dict plus the sampled token's facts.
 
-    Attributes:
+    As a dict (vLLM's per-position form, what ``RequestOutput.logprobs`` holds) it maps the
+    ``params.logprobs`` most likely tokens, most likely first, and then the sampled token if it is not
+    among them. Attributes:
         token_id: the sampled token.
         logprob: its log-probability under the raw-logit distribution.
         rank: 1 + the number of tokens strictly more likely than it (1 = the most likely).
-        top_logprobs: the ``params.logprobs`` most likely tokens and their logprobs, most likely first.
+        num_top: how many of the entries are the top tokens (``params.logprobs``).
     """
 
-    token_id: int
-    logprob: float
-    rank: int
-    top_logprobs: dict[int, float]
+    def __init__(self, token_id: int, logprob: float, rank: int, top_logprobs: dict[int, float]) -> None:
+        """Build from the sampled token's logprob and rank and the top tokens' logprobs."""
+        super().__init__(top_logprobs)
+        self.setdefault(token_id, logprob)
+        self.token_id = token_id
+        self.logprob = logprob
+        self.rank = rank
+        self.num_top = len(top_logprobs)
 
-    def as_dict(self) -> dict[int, float]:
-        """Top logprobs plus the sampled token's (vLLM's per-position ``{token_id: logprob}`` form)."""
-        return {**self.top_logprobs, self.token_id: self.logprob}
+    @property
+    def top_logprobs(self) -> dict[int, float]:
+        """Only the top tokens (the sampled one appears only if it is among them)."""
+        return dict(list(self.items())[: self.num_top])
 
 
 def compute_logprobs(

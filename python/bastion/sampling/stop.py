@@ -57,11 +57,11 @@ class StopChecker:
         # with include_stop_str_in_output a stop prefix is released anyway, so nothing is held back
         self._hold_back = bool(params.stop) and not params.include_stop_str_in_output
         # Unreleased text plus up to max_stop_len - 1 released characters before it (a stop string may
-        # start there when nothing is held back); older text lives only in _released_parts, so each
+        # start there when nothing is held back); older text lives only in _released_text, so each
         # step costs O(new text + longest stop string), not O(output length).
         self._window = ""
         self._window_released = 0  # how many leading characters of _window were already released
-        self._released_parts: list[str] = []
+        self._released_text = ""
         self.num_tokens = 0
         self.finish_reason: StopFinishReason | None = None
         self.stop_reason: str | int | None = None
@@ -69,7 +69,7 @@ class StopChecker:
     @property
     def text(self) -> str:
         """The output text released so far."""
-        return "".join(self._released_parts)
+        return self._released_text
 
     @property
     def finished(self) -> bool:
@@ -138,8 +138,7 @@ class StopChecker:
     def _release(self, end: int) -> str:
         """Release ``_window[_window_released:end]``, trim the window's old context, return the piece."""
         piece = self._window[self._window_released : end]
-        if piece:
-            self._released_parts.append(piece)
+        self._released_text += piece
         keep_from = max(0, end - max(self._max_stop_len - 1, 0))
         self._window = self._window[keep_from:]
         self._window_released = end - keep_from
