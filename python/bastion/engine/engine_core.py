@@ -9,6 +9,7 @@ fails only the requests of that step. Either way their KV blocks go back to the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import time
 
@@ -53,7 +54,6 @@ class EngineCore:
         self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device)
         self.sampler = Sampler()
         self.eos_token_ids = list(self.tokenizer.eos_token_ids)
-        self.special_token_ids = frozenset(self.tokenizer.special_token_ids)
         self.requests: dict[str, EngineRequest] = {}
         self._by_core_id: dict[int, EngineRequest] = {}
         self._finished_outside_step: list[EngineRequest] = []
@@ -94,7 +94,7 @@ class EngineCore:
         params.validate_against(self.model_config.vocab_size)
         ids = [int(t) for t in prompt_token_ids]
         self.validate_prompt(ids)
-        skip_ids = self.special_token_ids if params.skip_special_tokens else ()
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=params.skip_special_tokens)
         core_id = self._next_core_id
         self._next_core_id += 1
         self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=priority,
@@ -106,7 +106,7 @@ class EngineCore:
             request_id=request_id, core_id=core_id, prompt=prompt, prompt_token_ids=ids, params=params,
             metrics=RequestMetrics(arrival_time=arrival_time if arrival_time is not None else time.monotonic()),
             seq=SequenceState(params, ids, self.eos_token_ids),
-            stop=StopChecker(params, IncrementalDetokenizer(self.tokenizer.decode, ids, skip_ids),
+            stop=StopChecker(params, IncrementalDetokenizer(decode, ids),
                              self.eos_token_ids),
         )
         self.requests[request_id] = req
