@@ -1,0 +1,18 @@
+"""Helpers shared by the resilience tests."""
+
+from __future__ import annotations
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a test says so."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        assert seconds >= 0, "a monotonic clock never goes back"
+        self.now += seconds
