@@ -1,0 +1,136 @@
+"""The ``Backend`` protocol the Gateway routes over, and ``LocalBackend`` for an in-process AsyncLLM.
+
+A backend is anything that can stream an answer:
+
+* ``stream(request)`` - an async iterator of ``BackendChunk``; raising a ``BackendError`` (or
+  ``bastion.Overloaded``) says why it could not go on. Closing the iterator early must stop
+  the generation; ``abort(request_id)`` does the same from outside.
+* ``model_info`` - a ``ModelIdentity`` (name, version, weights hash) for the audit trail.
+* ``max_context`` - context window in tokens, or None when unknown (then no pre-call check).
+* ``health()`` - a ``BackendHealth`` or None; local engines report KV usage, queue time and the
+  preemption rate so the breaker can shed load *before* requests fail.
+* ``count_tokens(text)`` - optional exact token count (the Gateway estimates when absent).
+* ``continuation`` in the request: generate what follows prompt + that text (mid-stream failover).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+from bastion.audit.record import ModelIdentity
+from bastion.gateway.errors import ContextWindowExceeded
+from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the Gateway needs from a model server, local or remote."""
+
+    model_info: ModelIdentity
+    max_context: int | None
+
+    def stream(self, request: BackendRequest) -> AsyncIterator[BackendChunk]:
+        """Stream the answer to ``request`` as chunks; the last one has ``finish_reason`` set."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Stop generating ``request_id`` now and free what it holds (idempotent)."""
+        ...
+
+    def health(self) -> BackendHealth | None:
+        """Current engine-health signals, or None when the backend has none."""
+        ...
+
+
+def count_tokens(backend: Backend, text: str) -> int:
+    """Exact count through ``backend.count_tokens`` when it has one, else ~4 characters per token."""
+    counter = getattr(backend, "count_tokens", None)
+    if counter is not None:
+        return int(counter(text))
+    return (len(text) + 3) // 4
+
+
+class LocalBackend:
+    """Adapts a ``bastion.AsyncLLM`` to the ``Backend`` protocol (the Gateway wraps one for you)."""
+
+    def __init__(self, engine: Any, *, health_interval_s: float = 0.5) -> None:
+        self.engine = engine
+        config = engine.model_config
+        self.model_info = ModelIdentity(
+            name=str(getattr(config, "name", None) or "local"),
+            version=getattr(config, "version", None),
+            weights_sha256=getattr(config, "weights_sha256", None),
+        )
+        self.max_context: int | None = getattr(engine, "max_model_len", None)
+        self._health_interval_s = health_interval_s
+        self._health: BackendHealth | None = None
+        self._health_at = -float("inf")
+        self._last_preemptions: tuple[float, int] | None = None
+        self._queue_time_ewma = 0.0
+
+    def count_tokens(self, text: str) -> int:
+        """Exact prompt length with the engine's own tokenizer."""
+        return len(self.engine.tokenizer.encode(text))
+
+    def _prompt_text(self, request: BackendRequest) -> str:
+        if request.messages is not None:
+            text = self.engine.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True)
+        else:
+            text = request.prompt or ""
+        return text + request.continuation
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[BackendChunk]:
+        """Run the request on the engine with delta outputs; closing the iterator aborts it."""
+        params = dataclasses.replace(request.params, output_kind="delta")
+        generator = self.engine.generate(
+            self._prompt_text(request), params, request_id=request.request_id, priority=request.priority
+        )
+        finished = False
+        try:
+            async for out in generator:
+                finished = out.finished
+                yield self._to_chunk(out)
+        except ValueError as e:  # the engine names the prompt that does not fit its context
+            if "context" in str(e):
+                raise ContextWindowExceeded(str(e)) from e
+            raise
+        finally:
+            if not finished:  # closed early (failover, guardrail block, client gone): free the KV blocks
+                await generator.aclose()
+                await self.abort(request.request_id)
+
+    def _to_chunk(self, out: Any) -> BackendChunk:
+        if not out.finished:
+            return BackendChunk(out.text, tuple(out.token_ids), len(out.token_ids))
+        m = out.metrics
+        queue_time = m.queue_time or 0.0
+        self._queue_time_ewma = 0.8 * self._queue_time_ewma + 0.2 * queue_time
+        return BackendChunk(
+            out.text, tuple(out.token_ids), len(out.token_ids), finish_reason=out.finish_reason,
+            prompt_tokens=len(out.prompt_token_ids),
+            metrics={"queue_time_s": queue_time, "preemptions": float(m.num_preemptions)},
+        )
+
+    async def abort(self, request_id: str) -> None:
+        """Abort the engine request (frees its KV blocks at once)."""
+        await self.engine.abort(request_id)
+
+    def health(self) -> BackendHealth | None:
+        """KV usage, recent queue time and preemptions/s from ``engine.stats()`` (refreshed at most
+        every ``health_interval_s``, so routing does not poll the engine per request)."""
+        now = time.monotonic()
+        if now - self._health_at < self._health_interval_s:
+            return self._health
+        stats = self.engine.stats()
+        preemptions = int(stats.get("num_preemptions", 0))
+        rate = 0.0
+        if self._last_preemptions is not None:
+            then, before = self._last_preemptions
+            rate = max(0, preemptions - before) / max(now - then, 1e-9)
+        self._last_preemptions = (now, preemptions)
+        self._health = BackendHealth(float(stats.get("kv_cache_usage", 0.0)), self._queue_time_ewma, rate)
+        self._health_at = now
+        return self._health

@@ -1,0 +1,104 @@
+"""Validation of what a caller hands the Gateway, into one ``Call`` the Gateway serves."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.gateway.trace import RequestTrace, sampling_dict
+from bastion.gateway.types import Message
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+@dataclass
+class Call:
+    """One request as the Gateway serves it: validated input plus its trace."""
+
+    trace: RequestTrace
+    params: Any
+    prompt: str | None
+    messages: list[Message] | None
+    priority: int
+    stream: bool
+
+    @property
+    def operation(self) -> str:
+        """GenAI operation name: ``chat`` for messages, ``text_completion`` for a raw prompt."""
+        return "chat" if self.messages is not None else "text_completion"
+
+    def input_text(self) -> str:
+        """The text guarded, counted and audited as the prompt (message contents joined)."""
+        if self.messages is None:
+            return self.prompt or ""
+        return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+
+def normalize_params(params: Any) -> Any:
+    """``SamplingParams`` from None, a dict of its fields, or an instance; ValueError/TypeError naming the problem."""
+    from bastion.sampling.params import SamplingParams
+
+    if params is None:
+        return SamplingParams()
+    if isinstance(params, SamplingParams):
+        return params
+    if isinstance(params, dict):
+        try:
+            return SamplingParams(**params)
+        except TypeError as e:
+            raise ValueError(f"params: {e}") from None
+    raise TypeError(f"params must be SamplingParams, a dict of its fields or None, got {type(params).__name__}")
+
+
+def _check_messages(messages: list[Any]) -> list[Message]:
+    if not messages:
+        raise ValueError("messages: the conversation is empty")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise TypeError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+        if m.get("role") not in _ROLES:
+            raise ValueError(f"messages[{i}].role must be one of {sorted(_ROLES)}, got {m.get('role')!r}")
+        if not isinstance(m.get("content"), str):
+            raise TypeError(f"messages[{i}].content must be a str, got {type(m.get('content')).__name__}")
+    return [dict(m) for m in messages]
+
+
+def _check_identity(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+    return value
+
+
+def build_call(prompt_or_messages: Any, params: Any, *, user: Any, tenant: Any, metadata: Any,
+               request_id: Any, priority: Any, stream: bool) -> Call:
+    """Validate everything a caller passed; raise ``ValueError``/``TypeError`` naming the bad argument."""
+    if isinstance(prompt_or_messages, str):
+        prompt, messages = prompt_or_messages, None
+    elif isinstance(prompt_or_messages, list) and all(isinstance(x, int) for x in prompt_or_messages) \
+            and prompt_or_messages:
+        raise TypeError("prompt: token-id prompts are not supported by the Gateway (remote backends need text)")
+    elif isinstance(prompt_or_messages, list):
+        prompt, messages = None, _check_messages(prompt_or_messages)
+    else:
+        raise TypeError(f"prompt_or_messages must be a str or a list of messages, "
+                        f"got {type(prompt_or_messages).__name__}")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        metadata = json.loads(json.dumps(metadata, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata must be JSON-serializable: {e}") from None
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+    rid = _check_identity("request_id", request_id) or uuid.uuid4().hex
+    sampling_params = normalize_params(params)
+    trace = RequestTrace(request_id=rid, user=_check_identity("user", user),
+                         tenant=_check_identity("tenant", tenant), metadata=metadata,
+                         sampling=sampling_dict(sampling_params))
+    call = Call(trace, sampling_params, prompt, messages, priority, stream)
+    trace.prompt_text = call.input_text()
+    return call

@@ -1,0 +1,361 @@
+"""``Gateway``: rate limits, guardrails, breakers, A/B routing, fallback and audit around backends.
+
+Order for every request: rate-limit reserve -> input guardrails -> route (A/B weights, skipping
+open breakers) -> stream through the output guardrails -> settle the rate limit -> exactly ONE
+audit record, whatever the outcome. On an error, timeout, open breaker, ``Overloaded``, context
+overflow or blocking output guardrail the Gateway retries per ``RetryPolicy`` and then falls back
+to the next backend; if text was already sent, the fallback continues after it, so the client
+sees one continuous stream. The audit acknowledgement is awaited after the response completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from bastion.audit.log import AuditLog
+from bastion.audit.record import ContentPolicy
+from bastion.errors import GuardrailViolation, RateLimited
+from bastion.gateway.attempt import Released, Timeouts, run_attempt
+from bastion.gateway.backend import Backend, LocalBackend, count_tokens
+from bastion.gateway.calls import Call, build_call
+from bastion.gateway.errors import AllBackendsFailed, error_class_of
+from bastion.gateway.guarding import OutputGate, check_input, decision_records
+from bastion.gateway.hooks import Hooks
+from bastion.gateway.retry import RetryPolicy
+from bastion.gateway.routing import Router
+from bastion.gateway.shadow import ShadowRunner
+from bastion.gateway.telemetry import Telemetry, breaker_state_name
+from bastion.gateway.trace import RequestTrace, attempt_outcome
+from bastion.gateway.types import BackendRequest, GatewayDelta, GatewayResult
+from bastion.resilience.breaker import CircuitBreaker
+from bastion.resilience.breaker_config import BreakerConfig
+from bastion.resilience.breaker_types import CallNotPermitted
+from bastion.resilience.ratelimit import ReservationTooLarge
+
+log = logging.getLogger(__name__)
+DEFAULT_REFUSAL = "I can't provide that response: it was blocked by a content policy."
+
+
+def _as_backend(obj: Any, where: str) -> Backend:
+    if isinstance(obj, Backend):
+        return obj
+    if hasattr(obj, "generate") and hasattr(obj, "abort") and hasattr(obj, "model_config"):
+        return LocalBackend(obj)  # an AsyncLLM
+    raise TypeError(f"backend {where} is neither a Backend nor an AsyncLLM: {type(obj).__name__}")
+
+
+def _named_backends(backends: Any) -> dict[str, Backend]:
+    if isinstance(backends, Mapping):
+        return {str(k): _as_backend(v, repr(k)) for k, v in backends.items()}
+    if isinstance(backends, Sequence) and not isinstance(backends, str):
+        return {str(i): _as_backend(b, str(i)) for i, b in enumerate(backends)}
+    return {"0": _as_backend(backends, "0")}
+
+
+class Gateway:
+    """Serve requests over one or more backends (AsyncLLM, OpenAIBackend or any ``Backend``).
+
+    ``backends``: a list (named "0", "1", ... in fallback order) or a dict name -> backend; an
+    AsyncLLM is wrapped in ``LocalBackend``. ``audit``: an ``AuditLog`` or a path (then owned and
+    closed by ``aclose``). ``guardrails``: a ``GuardrailPipeline`` (input + streaming output).
+    ``rate_limiter``: a ``RateLimiter``. ``breaker_config``: one breaker per backend, on ``clock``.
+    ``weights``: A/B split of the first choice. ``shadow``: a backend (or name) that gets a copy.
+    ``hooks``: event name -> callable(s). ``timeouts``: first-token / stall / attempt limits.
+    """
+
+    def __init__(
+        self,
+        backends: Any,
+        *,
+        audit: AuditLog | str | os.PathLike[str] | None = None,
+        audit_content: ContentPolicy | None = None,
+        guardrails: Any = None,
+        rate_limiter: Any = None,
+        breaker_config: BreakerConfig | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        weights: Mapping[str, float] | None = None,
+        shadow: str | Backend | None = None,
+        hooks: Hooks | Mapping[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
+        refusal_message: str = DEFAULT_REFUSAL,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backends = _named_backends(backends)
+        if not self.backends:
+            raise ValueError("Gateway needs at least one backend")
+        self._rng = rng or random.Random()
+        self.router = Router(list(self.backends), weights, self._rng)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self._owns_audit = isinstance(audit, (str, os.PathLike))
+        self.audit: AuditLog | None = AuditLog(audit) if self._owns_audit else audit  # type: ignore[arg-type]
+        self.audit_content = audit_content or ContentPolicy()
+        self.guardrails = guardrails
+        self.rate_limiter = rate_limiter
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        self.telemetry = telemetry or Telemetry()
+        self.refusal_message = refusal_message
+        self.breakers = {name: CircuitBreaker(name, breaker_config, clock=clock) for name in self.backends}
+        for name, breaker in self.breakers.items():
+            self.telemetry.set_breaker_state(name, breaker.state)
+            breaker.add_listener(lambda t, n=name: self.telemetry.set_breaker_state(n, t.to_state))
+        self.shadow = ShadowRunner(self._resolve_shadow(shadow)) if shadow is not None else None
+        self._output_guard_factory = self._make_output_guard_factory(guardrails)
+
+    def _resolve_shadow(self, shadow: str | Backend) -> Backend:
+        if isinstance(shadow, str):
+            if shadow not in self.backends:
+                raise ValueError(f"shadow names unknown backend {shadow!r}; known: {list(self.backends)}")
+            return self.backends[shadow]
+        return _as_backend(shadow, "shadow")
+
+    @staticmethod
+    def _make_output_guard_factory(pipeline: Any) -> Any:
+        if pipeline is None:
+            return None
+        from bastion.resilience.guardrails import StreamingOutputGuard
+
+        return lambda: StreamingOutputGuard(pipeline)
+
+    # ------------------------------------------------------------------ public API
+    async def generate(self, prompt_or_messages: str | list[dict[str, Any]], params: Any = None, *,
+                       user: str | None = None, tenant: str | None = None,
+                       metadata: dict[str, Any] | None = None, request_id: str | None = None,
+                       priority: int = 0) -> GatewayResult:
+        """Serve one request and return the whole answer (see ``stream`` for what is raised)."""
+        result = GatewayResult(text="")
+        parts: list[str] = []
+        async for delta in self._run(prompt_or_messages, params, user, tenant, metadata, request_id,
+                                     priority, stream=False):
+            parts.append(delta.text)
+            result.token_ids.extend(delta.token_ids)
+            if delta.finished:
+                result.finish_reason, result.backend = delta.finish_reason, delta.backend
+                result.audit_id, result.prompt_tokens = delta.audit_id, delta.prompt_tokens
+                result.output_tokens, result.refused = delta.output_tokens, delta.refusal is not None
+                result.outcome = delta.outcome or "served"
+        result.text = self.refusal_message if result.refused else "".join(parts)
+        return result
+
+    def stream(self, prompt_or_messages: str | list[dict[str, Any]], params: Any = None, *,
+               user: str | None = None, tenant: str | None = None, metadata: dict[str, Any] | None = None,
+               request_id: str | None = None, priority: int = 0) -> AsyncIterator[GatewayDelta]:
+        """Serve one request as an async iterator of ``GatewayDelta``.
+
+        Raises ``RateLimited``, ``GuardrailViolation`` (input refused), ``AllBackendsFailed``, or
+        ``ValueError``/``TypeError`` naming a bad argument. A blocked *output* is not an error: the
+        last delta carries ``finish_reason="content_filter"`` and the ``refusal`` message.
+        """
+        return self._run(prompt_or_messages, params, user, tenant, metadata, request_id, priority, stream=True)
+
+    async def aclose(self) -> None:
+        """Cancel shadow requests and close the audit log if the Gateway opened it."""
+        if self.shadow is not None:
+            await self.shadow.aclose()
+        if self._owns_audit and self.audit is not None:
+            self.audit.close()
+
+    # ------------------------------------------------------------------ one request
+    async def _run(self, prompt_or_messages: Any, params: Any, user: Any, tenant: Any, metadata: Any,
+                   request_id: Any, priority: Any, *, stream: bool) -> AsyncIterator[GatewayDelta]:
+        try:
+            call = build_call(prompt_or_messages, params, user=user, tenant=tenant, metadata=metadata,
+                              request_id=request_id, priority=priority, stream=stream)
+        except (TypeError, ValueError) as e:
+            trace = RequestTrace(request_id=request_id if isinstance(request_id, str) else "invalid")
+            trace.fail("failed", e)
+            await self._await_ack(self._finalize(trace, None))
+            raise
+        trace = call.trace
+        span = self.telemetry.start_request(operation=call.operation, model=None, params=call.params, stream=stream)
+        reservation, ack, aborted = None, None, False
+        try:
+            await self.hooks.emit("received", trace.request_id, user=trace.user, tenant=trace.tenant)
+            reservation = self._reserve(call)
+            self._guard_input(call)
+            if self.shadow is not None:
+                self.shadow.start(self._backend_request(call, f"{trace.request_id}-shadow"))
+            async for delta in self._serve(call):
+                yield delta
+        except (asyncio.CancelledError, GeneratorExit):
+            aborted = not trace.delivered
+            if aborted:
+                trace.outcome = "aborted"
+            raise
+        except (RateLimited, ReservationTooLarge) as e:
+            trace.fail("rate_limited", e)
+            self.telemetry.record_rate_limited()
+            raise
+        except GuardrailViolation as e:
+            trace.fail("blocked", e)
+            self.telemetry.record_guard_block("input")
+            raise
+        except AllBackendsFailed as e:
+            trace.fail("timeout" if e.timed_out else "failed", e)
+            raise
+        except Exception as e:
+            trace.fail("failed", e)
+            raise
+        finally:
+            if reservation is not None:
+                reservation.settle(trace.prompt_tokens + trace.output_tokens)
+            ack = self._finalize(trace, span)
+            await self.hooks.emit("finished", trace.request_id, outcome=trace.outcome, audit_id=trace.audit_id)
+            if not aborted:
+                await self._await_ack(ack)
+
+    def _reserve(self, call: Call) -> Any:
+        first = self.backends[self.router.names[0]]
+        call.trace.prompt_tokens = count_tokens(first, call.input_text())
+        if self.rate_limiter is None:
+            return None
+        return self.rate_limiter.reserve(call.trace.user, call.trace.tenant,
+                                         call.trace.prompt_tokens + call.params.max_tokens)
+
+    def _guard_input(self, call: Call) -> None:
+        try:
+            call.prompt, call.messages, decisions = check_input(self.guardrails, call.prompt, call.messages)
+        except GuardrailViolation as e:
+            call.trace.decisions.extend(decision_records(e.decisions, "input"))
+            raise
+        call.trace.decisions.extend(decision_records(decisions, "input"))
+
+    def _backend_request(self, call: Call, request_id: str) -> BackendRequest:
+        remaining = call.params.max_tokens - call.trace.output_tokens
+        params = dataclasses.replace(call.params, max_tokens=remaining) if remaining != call.params.max_tokens \
+            else call.params
+        return BackendRequest(request_id, params, call.prompt, call.messages, call.trace.output_text, call.priority)
+
+    # ------------------------------------------------------------------ routing and fallback
+    async def _serve(self, call: Call) -> AsyncIterator[GatewayDelta]:
+        for name in self.router.order():
+            async for delta in self._on_backend(call, name):
+                yield delta
+            if call.trace.delivered:
+                return
+        trace = call.trace
+        if any(a.outcome == "blocked" for a in trace.attempts):
+            yield self._refusal(call)
+            return
+        timed_out = all(a.outcome == "timeout" for a in trace.attempts if a.outcome != "open_breaker")
+        raise AllBackendsFailed(f"all {len(self.backends)} backend(s) failed: "
+                                + "; ".join(f"{a.backend}: {a.outcome}" for a in trace.attempts),
+                                trace.attempts, timed_out=timed_out and bool(trace.attempts))
+
+    async def _on_backend(self, call: Call, name: str) -> AsyncIterator[GatewayDelta]:
+        """Try backend ``name`` (with retries); sets ``trace.delivered`` when it served the request."""
+        trace, backend, breaker = call.trace, self.backends[name], self.breakers[name]
+        retries = 0
+        while True:
+            started = time.monotonic()
+            if call.params.max_tokens - trace.output_tokens <= 0:  # failed right at the end
+                yield self._final(call, name, Released("", (), 0), "length")
+                return
+            if backend.max_context is not None and \
+                    count_tokens(backend, call.input_text() + trace.output_text) + 1 > backend.max_context:
+                trace.add_attempt(name, "context_overflow", started)
+                return
+            health = backend.health()
+            if health is not None:
+                breaker.record_health(health.kv_usage, health.queue_time_s, health.preemptions_per_s)
+            try:
+                permit = breaker.try_acquire()
+            except CallNotPermitted as e:
+                trace.add_attempt(name, "open_breaker", started, exc=e, breaker_state=e.state.value)
+                return
+            state = breaker_state_name(breaker.state)
+            if trace.attempts and trace.attempts[-1].backend != name:
+                self.telemetry.record_fallback(trace.attempts[-1].backend, name)
+            await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1)
+            if trace.output_tokens and trace.fallback_at_token is None:
+                trace.fallback_at_token = trace.output_tokens
+            sent_before = trace.output_tokens
+            request = self._backend_request(call, f"{trace.request_id}-{len(trace.attempts)}")
+            gate = OutputGate(self._output_guard_factory)
+            try:
+                async for released in run_attempt(backend, request, gate, self.timeouts):
+                    if released.final is not None:
+                        permit.on_success(time.monotonic() - started)
+                        trace.add_attempt(name, "ok", started, breaker_state=state,
+                                          tokens_sent=trace.output_tokens + released.num_tokens - sent_before)
+                        trace.decisions.extend(decision_records(gate.decisions, "output", name))
+                        yield self._final(call, name, released, released.final.finish_reason)
+                        return
+                    yield await self._delta(call, name, released)
+            except GuardrailViolation as e:
+                permit.on_success(time.monotonic() - started)  # the backend worked; its text was refused
+                trace.add_attempt(name, "blocked", started, exc=e, breaker_state=state,
+                                  tokens_sent=trace.output_tokens - sent_before)
+                trace.decisions.extend(decision_records(gate.decisions or e.decisions, "output", name))
+                self.telemetry.record_guard_block("output")
+                await self.hooks.emit("guard_decision", trace.request_id, stage="output", backend=name,
+                                      allowed=False)
+                if not self.retry_policy.fallback_on_block:
+                    yield self._refusal(call)
+                return
+            except (asyncio.CancelledError, GeneratorExit):
+                permit.release()
+                trace.add_attempt(name, "aborted", started, breaker_state=state,
+                                  tokens_sent=trace.output_tokens - sent_before)
+                raise
+            except Exception as e:
+                error_class = error_class_of(e)
+                permit.on_error(time.monotonic() - started, e)
+                trace.add_attempt(name, attempt_outcome(error_class), started, exc=e, breaker_state=state,
+                                  tokens_sent=trace.output_tokens - sent_before)
+                if error_class in self.retry_policy.fatal:
+                    raise
+                retries += 1
+                if retries > self.retry_policy.retries_for(error_class):
+                    return
+                await asyncio.sleep(self.retry_policy.delay(retries, getattr(e, "retry_after", None), self._rng))
+
+    # ------------------------------------------------------------------ deltas and the end of a request
+    async def _delta(self, call: Call, name: str, released: Released) -> GatewayDelta:
+        trace = call.trace
+        if trace.take(released.text, released.token_ids, released.num_tokens):
+            await self.hooks.emit("first_token", trace.request_id, backend=name, ttft_s=trace.ttft_s)
+        return GatewayDelta(released.text, released.token_ids, backend=name)
+
+    def _final(self, call: Call, name: str, released: Released, finish_reason: str | None) -> GatewayDelta:
+        """The last delta of a served request."""
+        trace = call.trace
+        trace.take(released.text, released.token_ids, released.num_tokens)
+        trace.complete(name, self.backends[name].model_info, finish_reason, released.final)
+        return GatewayDelta(released.text, released.token_ids, backend=name, finished=True,
+                            finish_reason=finish_reason, audit_id=trace.audit_id, outcome=trace.outcome,
+                            prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens)
+
+    def _refusal(self, call: Call) -> GatewayDelta:
+        """The last delta when the output was blocked everywhere: a refusal, never the blocked text."""
+        trace = call.trace
+        trace.refuse()
+        return GatewayDelta("", finished=True, finish_reason="content_filter", refusal=self.refusal_message,
+                            audit_id=trace.audit_id, outcome="blocked", prompt_tokens=trace.prompt_tokens,
+                            output_tokens=trace.output_tokens)
+
+    def _finalize(self, trace: RequestTrace, span: Any) -> Any:
+        """Metrics, span and the request's one audit record; returns the audit future (or None)."""
+        self.telemetry.finish_request(span, trace)
+        if self.audit is None:
+            return None
+        states = {n: breaker_state_name(b.state) for n, b in self.breakers.items()}
+        try:
+            return self.audit.append(trace.to_record(self.audit_content, states))
+        except Exception:  # the answer is not withheld because the audit trail broke; it is logged loudly
+            log.exception("audit record for request %s could not be queued", trace.request_id)
+            return None
+
+    @staticmethod
+    async def _await_ack(ack: Any) -> None:
+        if ack is not None:
+            await asyncio.wrap_future(ack)

@@ -1,0 +1,107 @@
+"""The Gateway's side of guardrails: input checks, the streaming output gate, decision records.
+
+The guardrail pipeline (``bastion.resilience.guardrails``) decides; this module applies its
+decisions to a request: it rewrites redacted input, keeps held-back output from reaching the
+client, and makes sure token ids are never released ahead of (or instead of) their checked text.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bastion.audit.record import GuardDecisionRecord
+from bastion.errors import GuardrailViolation
+from bastion.gateway.types import Message
+
+
+def decision_records(decisions: Iterable[Any], stage: str, backend: str | None = None) -> list[GuardDecisionRecord]:
+    """Audit records for the decisions that found something (quiet 'allow' decisions are skipped)."""
+    records = []
+    for d in decisions:
+        findings = list(getattr(d, "findings", []) or [])
+        action = str(getattr(d, "action", "block"))
+        if not findings and action == "allow":
+            continue
+        kinds = sorted({str(getattr(f, "kind", f)) for f in findings})
+        records.append(GuardDecisionRecord(
+            stage="output" if stage == "output" else "input",
+            guard=str(getattr(d, "guard", type(d).__name__)), action=action,
+            reason=", ".join(kinds) or None, backend=backend,
+        ))
+    return records
+
+
+def check_input(pipeline: Any, prompt: str | None, messages: list[Message] | None
+                ) -> tuple[str | None, list[Message] | None, list[Any]]:
+    """Run the input guardrails on the prompt or on every message's content.
+
+    Returns the (possibly redacted) prompt/messages and all decisions; raises
+    ``GuardrailViolation`` carrying every decision when any text is blocked.
+    """
+    if pipeline is None:
+        return prompt, messages, []
+    decisions: list[Any] = []
+
+    def checked(text: str) -> str:
+        result = pipeline.check_input(text)
+        decisions.extend(result.decisions)
+        if not result.allowed:
+            raise GuardrailViolation("input refused by guardrails", decisions)
+        return result.text
+
+    if messages is None:
+        return checked(prompt or ""), None, decisions
+    return None, [{**m, "content": checked(m["content"])} for m in messages], decisions
+
+
+class OutputGate:
+    """Per-attempt release gate between a backend's chunks and the client.
+
+    Text goes through the streaming output guard (held back until checked). Token ids of a chunk
+    are released once all of that chunk's text has been released unchanged; after a redaction the
+    released text no longer matches the tokens, so ids stop flowing (they would reveal the
+    redacted text) while token *counts* still do.
+    """
+
+    def __init__(self, make_guard: Callable[[], Any] | None) -> None:
+        self._guard = make_guard() if make_guard is not None else None
+        self._pending: deque[tuple[int, int, tuple[int, ...]]] = deque()  # (text end, n tokens, ids)
+        self._pushed = ""
+        self._released_len = 0
+        self._modified = False
+
+    @property
+    def decisions(self) -> list[Any]:
+        """The output guard's decisions so far (redactions, logs and the block, if any)."""
+        return list(getattr(self._guard, "decisions", []) or [])
+
+    def push(self, text: str, token_ids: tuple[int, ...], num_tokens: int) -> tuple[str, tuple[int, ...], int]:
+        """Feed one chunk; return the text, token ids and token count released now."""
+        if self._guard is None:
+            return text, token_ids, num_tokens
+        self._pushed += text
+        self._pending.append((len(self._pushed), num_tokens, token_ids))
+        return self._release(self._guard.push(text))
+
+    def finish(self) -> tuple[str, tuple[int, ...], int]:
+        """End of the attempt's stream: release the held-back rest (raises if it is blocked)."""
+        if self._guard is None:
+            return "", (), 0
+        return self._release(self._guard.finish(), final=True)
+
+    def _release(self, released: str, final: bool = False) -> tuple[str, tuple[int, ...], int]:
+        if released:
+            start = self._released_len
+            self._released_len += len(released)
+            if self._pushed[start:self._released_len] != released:  # a guard rewrote (redacted) text
+                self._modified = True
+        ids: list[int] = []
+        count = 0
+        while self._pending and (final or self._pending[0][0] <= self._released_len or self._modified):
+            _, n, chunk_ids = self._pending.popleft()
+            count += n
+            if not self._modified:
+                ids.extend(chunk_ids)
+        return released, tuple(ids), count

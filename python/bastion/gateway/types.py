@@ -1,0 +1,96 @@
+"""Plain data passed between the Gateway, its backends and its callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.sampling.params import SamplingParams
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What a backend is asked to generate.
+
+    Exactly one of ``prompt`` (raw completion) and ``messages`` (chat) is set. ``continuation`` is
+    text the client has already received from an earlier backend: the backend must generate what
+    comes *after* it (prompt + continuation), so the client sees one continuous stream.
+    ``params.max_tokens`` is already reduced by the tokens sent before.
+    """
+
+    request_id: str
+    params: SamplingParams
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    continuation: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class BackendChunk:
+    """A piece of a backend's answer.
+
+    ``num_tokens`` is how many output tokens this chunk stands for (``len(token_ids)`` for a local
+    engine; an upstream's best knowledge otherwise). The last chunk carries ``finish_reason`` and,
+    when known, ``prompt_tokens`` and scheduler facts in ``metrics`` (queue_time_s, preemptions).
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    num_tokens: int = 0
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    metrics: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """Engine-health signals a circuit breaker can trip on (local engines report them)."""
+
+    kv_usage: float
+    queue_time_s: float
+    preemptions_per_s: float
+
+
+@dataclass(frozen=True)
+class GatewayDelta:
+    """One increment of a streamed answer.
+
+    ``text`` and ``token_ids`` are new since the previous delta (token ids only from backends that
+    expose them). The last delta has ``finished=True``, the ``finish_reason`` (``"content_filter"``
+    when a guardrail stopped the answer, then ``refusal`` says why), the audit ``outcome`` and ``audit_id``.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    backend: str | None = None
+    finished: bool = False
+    finish_reason: str | None = None
+    refusal: str | None = None
+    audit_id: str | None = None
+    outcome: str | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class GatewayResult:
+    """The whole answer of ``Gateway.generate``.
+
+    ``text`` is the answer, or the refusal message when a guardrail blocked the output
+    (``refused=True``, ``finish_reason="content_filter"``). ``backend`` names who produced the
+    final part; ``outcome`` is the audit outcome (served, fallback, blocked).
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    backend: str | None = None
+    audit_id: str | None = None
+    outcome: str = "served"
+    refused: bool = False
