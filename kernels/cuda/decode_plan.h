@@ -75,7 +75,7 @@ static inline BastionDecodePlan bastion_plan_paged_decode(int32_t num_seqs, int3
 
   const int64_t ctas = (int64_t)(num_seqs > 0 ? num_seqs : 1) * num_kv_heads * plan.head_chunks;
   const int64_t wanted = bastion_ceil_div((int64_t)num_sms * BASTION_DECODE_TARGET_CTAS_PER_SM, ctas);
-  const int64_t by_length = bastion_ceil_div(max_context, BASTION_DECODE_MIN_SPLIT_TOKENS);
+  const int64_t by_length = max_context / BASTION_DECODE_MIN_SPLIT_TOKENS;  // floor: splits stay >= the minimum
   int64_t splits = wanted < by_length ? wanted : by_length;
   if (splits > BASTION_DECODE_MAX_SPLITS) splits = BASTION_DECODE_MAX_SPLITS;
   if (splits < 1) splits = 1;
