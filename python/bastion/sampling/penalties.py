@@ -23,26 +23,29 @@ def apply_penalties(logits: torch.Tensor, states: Sequence[SequenceState]) -> No
     rows = [i for i, state in enumerate(states) if state.params.has_penalties]
     if not rows:
         return
-    vocab_size, device = logits.shape[1], logits.device
-    counts_list = [states[i].token_counts(vocab_size, device) for i in rows]
-    output_counts = torch.stack([c.output_counts for c in counts_list]).to(logits.dtype)
-    prompt_mask = torch.stack([c.prompt_mask for c in counts_list])
+    vocab_size, device, dtype = logits.shape[1], logits.device, logits.dtype
+    counts = [states[i].token_counts(vocab_size, device) for i in rows]
     params = [states[i].params for i in rows]
-    repetition, frequency, presence = torch.tensor(
-        [[p.repetition_penalty, p.frequency_penalty, p.presence_penalty] for p in params],
-        dtype=logits.dtype,
-        device=device,
-    ).unbind(1)
-
-    index = torch.tensor(rows, dtype=torch.int64, device=device)
-    selected = logits.index_select(0, index)
+    # the common case is every row penalised: then work on the whole tensor, no gather/scatter
+    index = None if len(rows) == len(states) else torch.tensor(rows, dtype=torch.int64, device=device)
+    selected = logits if index is None else logits.index_select(0, index)
+    output_counts = torch.stack([c.output_counts for c in counts])
     in_output = output_counts > 0
-    seen = prompt_mask | in_output
-    repetition = repetition.unsqueeze(1)
-    penalised = torch.where(selected > 0, selected / repetition, selected * repetition)
-    selected = torch.where(seen, penalised, selected)
-    selected -= frequency.unsqueeze(1) * output_counts + presence.unsqueeze(1) * in_output.to(logits.dtype)
-    logits.index_copy_(0, index, selected)
+
+    if any(p.repetition_penalty != 1.0 for p in params):
+        seen = torch.stack([c.prompt_mask for c in counts]).logical_or_(in_output)
+        repetition = torch.tensor([p.repetition_penalty for p in params], dtype=dtype, device=device)[:, None]
+        penalised = torch.where(selected > 0, selected / repetition, selected * repetition)
+        selected = torch.where(seen, penalised, selected)
+    if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params):
+        frequency, presence = torch.tensor(
+            [[p.frequency_penalty, p.presence_penalty] for p in params], dtype=dtype, device=device
+        ).unbind(1)
+        selected = selected - (frequency[:, None] * output_counts + presence[:, None] * in_output)
+    if index is None:
+        logits.copy_(selected)
+    else:
+        logits.index_copy_(0, index, selected)
 
 
 def mask_stop_tokens_below_min(logits: torch.Tensor, states: Sequence[SequenceState]) -> None:
