@@ -7,6 +7,7 @@ client, and makes sure token ids are never released ahead of (or instead of) the
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -92,16 +93,26 @@ class OutputGate:
         return self._release(self._guard.finish(), final=True)
 
     def _release(self, released: str, final: bool = False) -> tuple[str, tuple[int, ...], int]:
-        if released:
-            start = self._released_len
-            self._released_len += len(released)
-            if self._pushed[start:self._released_len] != released:  # a guard rewrote (redacted) text
-                self._modified = True
         ids: list[int] = []
         count = 0
-        while self._pending and (final or self._pending[0][0] <= self._released_len or self._modified):
+        if released and not self._modified:
+            start = self._released_len
+            original = self._pushed[start:start + len(released)]
+            if original != released:  # a guard rewrote (redacted) text: ids stop at the first change
+                safe_end = start + len(os.path.commonprefix([original, released]))
+                count += self._pop_ids(safe_end, ids)
+                self._modified = True
+        self._released_len += len(released)
+        limit = len(self._pushed) if final or self._modified else self._released_len
+        count += self._pop_ids(limit, None if self._modified else ids)
+        return released, tuple(ids), count
+
+    def _pop_ids(self, text_end: int, ids: list[int] | None) -> int:
+        """Pop the chunks whose text ends by ``text_end``; append their ids to ``ids`` unless None."""
+        count = 0
+        while self._pending and self._pending[0][0] <= text_end:
             _, n, chunk_ids = self._pending.popleft()
             count += n
-            if not self._modified:
+            if ids is not None:
                 ids.extend(chunk_ids)
-        return released, tuple(ids), count
+        return count

@@ -44,13 +44,20 @@ def breaker_state_name(state: Any) -> str:
 class RequestSpan:
     """The span of one request; every method is a no-op when tracing is off."""
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: Any, operation: str = "") -> None:
         self._span = span
+        self._operation = operation
 
     def set(self, attributes: dict[str, Any]) -> None:
         """Set attributes, skipping None values (OTel rejects them)."""
         if self._span is not None:
             self._span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+
+    def rename(self, model: str) -> None:
+        """Name the span ``"{operation} {model}"`` once the serving model is known."""
+        if self._span is not None:
+            self._span.update_name(f"{self._operation} {model}")
+            self._span.set_attribute("gen_ai.request.model", model)
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         """Add a span event (one per backend attempt)."""
@@ -124,7 +131,7 @@ class Telemetry:
             attrs["gen_ai.system"] = PROVIDER
         span = self._tracer.start_span(f"{operation} {model or 'unknown'}", kind=self._kind,
                                        attributes={k: v for k, v in attrs.items() if v is not None})
-        return RequestSpan(span)
+        return RequestSpan(span, operation)
 
     def finish_request(self, span: RequestSpan | None, trace: RequestTrace) -> None:
         """Count a finished request (outcome, timings, tokens) and close its span."""
@@ -138,6 +145,8 @@ class Telemetry:
             self.tokens.labels("output").inc(trace.output_tokens)
         if span is None:
             return
+        if trace.model is not None:  # the model is known only once a backend has answered
+            span.rename(trace.model.name)
         span.set({"gen_ai.response.model": trace.model.name if trace.model else None,
                   "gen_ai.response.finish_reasons": [trace.finish_reason] if trace.finish_reason else None,
                   "gen_ai.usage.input_tokens": trace.prompt_tokens,
