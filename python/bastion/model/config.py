@@ -72,9 +72,12 @@ class ModelConfig:
             hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
             # transformers 5 moved rope_theta/rope_scaling into ``rope_parameters``
             rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-            theta = float(rope.pop("rope_theta", cfg.get("rope_theta", 10000.0)))
+            theta = float(rope.pop("rope_theta", None) or cfg.get("rope_theta") or 10000.0)
             rope_type = rope.get("rope_type", rope.get("type", "default"))
-            window = cfg.get("sliding_window") if cfg.get("use_sliding_window", arch == "mistral") else None
+            if arch == "qwen2" and cfg.get("use_sliding_window"):
+                # Qwen2 slides only above max_window_layers; one window for every layer would be wrong
+                raise ModelLoadError("Qwen2 with use_sliding_window=true is not supported")
+            window = cfg.get("sliding_window") if arch == "mistral" else None
             return cls(
                 architecture=arch,
                 vocab_size=int(cfg["vocab_size"]),
@@ -89,7 +92,8 @@ class ModelConfig:
                 rope_scaling=rope if rope_type != "default" else None,
                 rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                attention_bias=bool(cfg.get("attention_bias", arch == "qwen2")),
+                # Qwen2 always has q/k/v biases; Llama's config says whether it has them
+                attention_bias=arch == "qwen2" or bool(cfg.get("attention_bias")),
                 sliding_window=int(window) if window else None,
                 name=name or str(cfg.get("_name_or_path", "")),
             )
