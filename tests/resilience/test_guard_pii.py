@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bastion.resilience.guardrails import PiiGuard, iban_valid, luhn_valid
 
 VALID_CARDS = ["4111111111111111", "5500 0000 0000 0004", "3782-822463-10005", "6011000990139424",
