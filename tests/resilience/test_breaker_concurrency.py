@@ -11,6 +11,7 @@ from resilience_helpers import FakeClock
 
 
 def opened_breaker(clock: FakeClock, probes: int) -> CircuitBreaker:
+    """A breaker that tripped and whose open wait just elapsed (the next call enters HALF_OPEN)."""
     config = BreakerConfig(sliding_window_size=2, minimum_number_of_calls=2, wait_duration_in_open_state=5.0,
                            permitted_number_of_calls_in_half_open_state=probes)
     breaker = CircuitBreaker("engine", config, clock=clock)

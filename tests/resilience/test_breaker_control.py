@@ -15,6 +15,7 @@ from resilience_helpers import FakeClock
 
 
 def small(clock: FakeClock, **overrides: object) -> CircuitBreaker:
+    """A breaker judged on 4 calls, open for 10 s, with one half-open probe."""
     settings = dict(sliding_window_size=4, minimum_number_of_calls=4, wait_duration_in_open_state=10.0,
                     permitted_number_of_calls_in_half_open_state=1)
     settings.update(overrides)
@@ -22,6 +23,7 @@ def small(clock: FakeClock, **overrides: object) -> CircuitBreaker:
 
 
 def fail(breaker: CircuitBreaker, n: int) -> None:
+    """Report ``n`` failed calls."""
     for _ in range(n):
         breaker.try_acquire().on_error(0.0, RuntimeError())
 

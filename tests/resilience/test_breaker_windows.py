@@ -9,16 +9,19 @@ from resilience_helpers import FakeClock
 
 
 def fail(breaker: CircuitBreaker, n: int = 1, duration: float = 0.01) -> None:
+    """Report ``n`` failed calls of ``duration`` seconds."""
     for _ in range(n):
         breaker.try_acquire().on_error(duration, RuntimeError("backend down"))
 
 
 def succeed(breaker: CircuitBreaker, n: int = 1, duration: float = 0.01) -> None:
+    """Report ``n`` successful calls of ``duration`` seconds."""
     for _ in range(n):
         breaker.try_acquire().on_success(duration)
 
 
 def count_breaker(clock: FakeClock, **overrides: object) -> CircuitBreaker:
+    """A count-window breaker: 10 calls, judged from 5, 50% failures, 30 s open, 2 probes."""
     settings = dict(sliding_window_size=10, minimum_number_of_calls=5, failure_rate_threshold=50.0,
                     wait_duration_in_open_state=30.0, permitted_number_of_calls_in_half_open_state=2)
     settings.update(overrides)

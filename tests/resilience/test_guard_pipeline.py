@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import pytest
 from bastion.resilience.guardrails import (
@@ -42,10 +43,12 @@ class ExplodingGuard:
     """A guard whose backend is broken."""
 
     def __init__(self, action: str) -> None:
+        """A guard named after ``action`` that always raises."""
         self.name = f"exploding_{action}"
         self.action = action
 
     def check(self, text: str, stage: str) -> None:
+        """Fail like a guard whose backend is down."""
         raise RuntimeError("model server unreachable")
 
 
@@ -91,6 +94,7 @@ def test_json_schema_guard_checks_outputs_only() -> None:
 
 def test_pluggable_guard_wraps_a_detector() -> None:
     def find_ticket_ids(text: str) -> list[Finding]:
+        """Spans of ``TICKET-nnnn`` ids."""
         start = text.find("TICKET-")
         return [Finding("TICKET", start, start + 11)] if start >= 0 else []
 
@@ -105,6 +109,7 @@ def test_pluggable_llm_guard_accepts_a_scanner_object() -> None:
         """Same protocol as an LLM Guard input scanner: scan(prompt) -> (sanitized, valid, risk)."""
 
         def scan(self, prompt: str) -> tuple[str, bool, float]:
+            """Valid when shorter than 10 characters."""
             return prompt, len(prompt) < 10, 0.9 if len(prompt) >= 10 else 0.0
 
     guard = PluggableGuard.llm_guard(LengthScanner())
@@ -119,7 +124,8 @@ def test_pluggable_llm_guard_accepts_a_scanner_object() -> None:
     (lambda: PluggableGuard.presidio(), "presidio_analyzer", "presidio-analyzer"),
     (lambda: PluggableGuard.llm_guard("PromptInjection"), "llm_guard", "llm-guard"),
 ])
-def test_missing_optional_backends_raise_a_clear_import_error(factory, module: str, package: str) -> None:
+def test_missing_optional_backends_raise_a_clear_import_error(factory: Callable[[], object], module: str,
+                                                              package: str) -> None:
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{package} is installed here")
     with pytest.raises(ImportError, match=f"pip install {package}"):

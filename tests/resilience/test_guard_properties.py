@@ -42,6 +42,7 @@ def test_no_guard_crashes_and_spans_stay_inside_the_text(text: str) -> None:
 def card_numbers() -> st.SearchStrategy[str]:
     """Luhn-valid 16-digit numbers (not one repeated digit), optionally grouped by 4."""
     def make(body: str, separator: str) -> str:
+        """Complete ``body`` with its Luhn check digit and group it by 4."""
         number = body + next(d for d in "0123456789" if luhn_valid(body + d))
         return separator.join(number[i:i + 4] for i in range(0, 16, 4))
 
