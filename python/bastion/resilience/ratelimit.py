@@ -74,6 +74,7 @@ class _Bucket:
         self.updated_at = now
 
     def refill(self, now: float) -> float:
+        """Bring the level up to ``now`` (never above capacity) and return it."""
         if now > self.updated_at:
             self.level = min(self.capacity, self.level + (now - self.updated_at) * self.rate)
             self.updated_at = now

@@ -62,6 +62,7 @@ class PluggableGuard(SpanGuard):
             instances.append(factory())
 
         def detect(text: str) -> list[Finding]:
+            """Findings of every recognizer, with Presidio's score in the detail."""
             return [Finding(result.entity_type, result.start, result.end, f"presidio score {result.score:.2f}")
                     for recognizer in instances
                     for result in recognizer.analyze(text, recognizer.supported_entities, None)]
@@ -86,6 +87,7 @@ class PluggableGuard(SpanGuard):
         kind = type(scanner).__name__.upper()
 
         def detect(text: str) -> list[Finding]:
+            """One whole-text finding when the scanner says the text is invalid."""
             _sanitized, is_valid, risk_score = scanner.scan(text)
             return [] if is_valid else [Finding(kind, 0, len(text), f"llm-guard risk {risk_score:.2f}")]
 
