@@ -50,8 +50,12 @@ def byte_level_vocab() -> list[str]:
 
 
 def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llama",
-                     qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32) -> Path:
-    """Convert a small transformers Llama/Qwen2 model to a GGUF file (permuting q/k for llama arch)."""
+                     qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32,
+                     rope_freqs: np.ndarray | None = None) -> Path:
+    """Convert a small transformers Llama/Qwen2 model to a GGUF file (permuting q/k for llama arch).
+
+    ``rope_freqs`` are llama.cpp's per-frequency divisors, its way of storing llama3 rope scaling.
+    """
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("tiny-test")
@@ -83,6 +87,8 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
         is_matrix = array.ndim == 2
         kind = qtype if is_matrix else gguf.GGMLQuantizationType.F32
         writer.add_tensor(gguf_name(name), gguf.quants.quantize(array, kind), raw_dtype=kind)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -90,3 +90,15 @@ def transformers_from_gguf(path: Path) -> torch.nn.Module:
     model.load_state_dict(state, strict=False)
     model.tie_weights()
     return model.eval()
+
+
+@torch.no_grad()
+def max_logit_diff_vs_transformers(model: LlamaForCausalLM, reference: torch.nn.Module, ids: list[int],
+                                   decode_steps: int = 4) -> float:
+    """Prefill ``ids[:-decode_steps]`` then decode the rest one token at a time with bastion; the max
+    |difference| of every position's logits from transformers' single full forward over ``ids``."""
+    expected = reference(torch.tensor([ids])).logits[0].float()
+    runner = PagedSequences(model, max_len=len(ids) + 1, block_size=4)
+    split = len(ids) - decode_steps
+    rows = [runner.step({0: ids[:split]})] + [runner.step({0: [t]}) for t in ids[split:]]
+    return float((torch.cat(rows) - expected).abs().max())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bastion.model import load_model
 from model_helpers import PagedSequences, greedy_bastion, greedy_transformers
 
 NUM_TOKENS = 32
@@ -53,3 +54,10 @@ def test_compute_logits_shape_and_dtype(smollm2_model) -> None:
     logits = smollm2_model.model.compute_logits(hidden)
     assert logits.shape == (3, smollm2_model.config.vocab_size)
     assert logits.dtype == torch.float32
+
+
+def test_load_model_none_serves_smollm2(smollm2_model) -> None:
+    default = load_model(None)  # the embedded default, from the shared conversion cache
+    assert default.source == smollm2_model.source
+    assert default.config.weights_sha256 == smollm2_model.config.weights_sha256
+    assert default.config.num_layers == 30 and default.config.tie_word_embeddings

@@ -15,7 +15,7 @@ CHAT_TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{%
 
 
 def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
-    """A random fp32 transformers model: ``llama3`` (untied, llama3 rope scaling), ``qwen2`` (QKV bias,
+    """A random fp32 transformers model: ``llama`` (untied), ``llama3`` (untied, llama3 rope scaling), ``qwen2`` (QKV bias,
     tied) or ``mistral`` (sliding window of 8 tokens)."""
     from transformers import (
         LlamaConfig,
@@ -27,7 +27,9 @@ def tiny_model(kind: str, seed: int = 0) -> torch.nn.Module:
     )
 
     torch.manual_seed(seed)
-    if kind == "llama3":
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**_COMMON, tie_word_embeddings=False))
+    elif kind == "llama3":
         rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
         model = LlamaForCausalLM(LlamaConfig(**_COMMON, rope_parameters=rope, tie_word_embeddings=False))

