@@ -58,10 +58,13 @@ AttentionPlan plan_attention(const int32_t* seq_lens, const int32_t* cu_seqlens_
       }
     }
   }
+  const auto cost = [group_size](const AttentionWorkItem& it) {
+    return (it.kv_end - it.kv_begin) * (it.q_end - it.q_begin) * group_size;
+  };
+  for (const AttentionWorkItem& it : plan.items) plan.total_cost += cost(it);
   // Longest first: with dynamic scheduling this keeps the tail short.
-  std::stable_sort(plan.items.begin(), plan.items.end(), [](const AttentionWorkItem& a, const AttentionWorkItem& b) {
-    return (a.kv_end - a.kv_begin) * (a.q_end - a.q_begin) > (b.kv_end - b.kv_begin) * (b.q_end - b.q_begin);
-  });
+  std::stable_sort(plan.items.begin(), plan.items.end(),
+                   [&cost](const AttentionWorkItem& a, const AttentionWorkItem& b) { return cost(a) > cost(b); });
   return plan;
 }
 

@@ -31,6 +31,7 @@ struct AttentionPlan {
   std::vector<AttentionWorkItem> items;  // sorted by decreasing cost, for dynamic scheduling
   std::vector<AttentionMerge> merges;
   int64_t num_partials = 0;
+  int64_t total_cost = 0;  // sum over items of query rows x keys: the number of q.k dot products
 };
 
 struct AttentionPlanOptions {

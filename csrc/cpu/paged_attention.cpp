@@ -20,6 +20,9 @@ namespace bastion::cpu {
 namespace {
 
 constexpr int kKvChunk = 32;  // keys per online-softmax step
+// Dot products one extra thread must get to pay for waking it (~60 us of work at D=64): tiny
+// decode batches run on one thread instead of paying a fork/join.
+constexpr int64_t kMinCostPerThread = 4096;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Per-thread scratch, sized once per call for the largest tile.
@@ -170,7 +173,8 @@ void paged_attention(const PagedAttentionArgs& args, int num_threads) {
   partials.lse.resize(static_cast<size_t>(plan.num_partials) * group);
   const int max_rows = std::max(group, options.q_tile_rows / group * group);
   const int64_t num_items = static_cast<int64_t>(plan.items.size());
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads, std::max<int64_t>(1, num_items)));
+  const int64_t useful_threads = std::min<int64_t>(num_items, plan.total_cost / kMinCostPerThread);
+  const int threads = static_cast<int>(std::clamp<int64_t>(useful_threads, 1, num_threads));
 #pragma omp parallel num_threads(threads)
   {
     TileScratch scratch(max_rows, args.head_dim);
