@@ -3,6 +3,9 @@ GPU: every case here is rejected before anything is launched."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 import torch
 from bastion import _core
@@ -75,3 +78,11 @@ def test_no_gpu_means_not_available_even_in_a_cuda_build() -> None:
     import bastion
 
     assert bastion.cuda_available() == (_core.cuda_device_count() > 0)
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="ldd not available")
+def test_extension_links_neither_cudart_nor_the_driver_dynamically() -> None:
+    """Static cudart and no libcuda: the module must import on hosts without a driver."""
+    libs = subprocess.run(["ldd", _core.__file__], capture_output=True, text=True, check=True).stdout
+    assert "libcudart" not in libs, libs
+    assert "libcuda.so" not in libs, libs
