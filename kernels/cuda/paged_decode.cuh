@@ -66,7 +66,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int lane = threadIdx.x % kLanes;
   const int row = threadIdx.x / kLanes;
 
-  const int seq_len = args.seq_lens[seq];
+  // Clamped to the block table's capacity: a bad seq_len must not read past the table's row.
+  const int seq_len = static_cast<int>(
+      min(static_cast<int64_t>(args.seq_lens[seq]), static_cast<int64_t>(args.max_blocks_per_seq) * args.block_size));
   const int window_begin = args.sliding_window > 0 ? max(0, seq_len - args.sliding_window) : 0;
   const int begin = window_begin + split * split_tokens;
   const int end = min(seq_len, begin + split_tokens);
