@@ -34,8 +34,9 @@ def smollm2_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_model(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """bastion's LoadedModel for SmolLM2 (fp32, CPU), loaded once per test session."""
+def smollm2_model(smollm2_path: Path):
+    """bastion's LoadedModel for SmolLM2 (fp32, CPU), loaded once per test session (converted-weights
+    cache in $BASTION_CACHE_DIR, so only the first session ever dequantizes)."""
     from bastion.model import load_model
 
     return load_model(str(smollm2_path))

@@ -95,3 +95,28 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
     writer.close()
     return path
 
+
+
+SPM_PIECES = ["▁t", "he", "▁the", "▁a", "in", "▁in", "er", "▁w", "or", "ld", "▁wor", "▁world", "▁hel", "lo", "el"]
+SPM_CHARS = list("▁abcdefghijklmnopqrstuvwxyzH,!")
+
+
+def write_sentencepiece_gguf(path: Path) -> Path:
+    """A GGUF holding only a small SentencePiece (``llama``) vocab: control/unknown tokens, the 256 byte
+    tokens, multi-character pieces scored best-first, then single characters."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + SPM_PIECES + SPM_CHARS
+    scores = [0.0] * 259 + [-float(i) for i in range(len(SPM_PIECES))] + [-100.0 - i for i in range(len(SPM_CHARS))]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * (len(SPM_PIECES) + len(SPM_CHARS)))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_tensor("token_embd.weight", np.zeros((len(tokens), 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

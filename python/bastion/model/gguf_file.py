@@ -102,6 +102,11 @@ def read_metadata(reader: Any) -> dict[str, Any]:
     return out
 
 
+def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the metadata of a GGUF file (no weights read); ModelLoadError for a missing or bad file."""
+    return read_metadata(_open_reader(Path(path)))
+
+
 def config_from_metadata(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
     """Build the ``ModelConfig`` from GGUF metadata (and which tensors exist: tied output, QKV bias)."""
     arch = meta.get("general.architecture")
