@@ -19,7 +19,8 @@ import pytest
 CUDA_DIR = Path(__file__).resolve().parents[2] / "kernels" / "cuda"
 SOURCES = sorted(CUDA_DIR.glob("*.cu"))
 ARCH = ["-gencode=arch=compute_90a,code=sm_90a"]
-FLAGS = ["-std=c++17", "-O3", "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra", f"-I{CUDA_DIR}"]
+# Device and host warnings are errors here (CMake keeps host warnings non-fatal across host compilers).
+FLAGS = ["-std=c++17", "-O3", "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror", f"-I{CUDA_DIR}"]
 STATIC_SMEM_LIMIT = 48 * 1024  # bytes a CTA may declare statically (no opt-in attribute needed)
 # 2 dtypes x head_dim {64, 128} x GQA tiles {1, 2, 4, 8}
 EXPECTED_DECODE_KERNELS = 16
