@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from bastion.audit.record import ModelIdentity
-from bastion.gateway.errors import ContextWindowExceeded
+from bastion.gateway.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ContextWindowExceeded,
+    UpstreamServerError,
+)
 from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
 
 
@@ -106,6 +111,13 @@ class LocalBackend:
         if not out.finished:
             return BackendChunk(out.text, tuple(out.token_ids), len(out.token_ids))
         m = out.metrics
+        # The engine ended the request on its own: a failure the Gateway can fall back from.
+        if out.finish_reason == "error":
+            raise UpstreamServerError(f"engine error: {m.error or 'unknown'}")
+        if out.finish_reason == "timeout":
+            raise BackendTimeout(f"engine {m.timeout_reason or ''} deadline exceeded".replace("  ", " "))
+        if out.finish_reason == "abort":
+            raise BackendUnavailable("the engine aborted the request")
         queue_time = m.queue_time or 0.0
         self._queue_time_ewma = 0.8 * self._queue_time_ewma + 0.2 * queue_time
         return BackendChunk(

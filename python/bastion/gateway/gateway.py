@@ -275,11 +275,12 @@ class Gateway:
             state = breaker_state_name(breaker.state)
             if trace.attempts and trace.attempts[-1].backend != name:
                 self.telemetry.record_fallback(trace.attempts[-1].backend, name)
-            await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1)
+            request = self._backend_request(call, f"{trace.request_id}-{len(trace.attempts)}")
+            await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1,
+                                  backend_request_id=request.request_id)
             if trace.output_tokens and trace.fallback_at_token is None:
                 trace.fallback_at_token = trace.output_tokens
             sent_before = trace.output_tokens
-            request = self._backend_request(call, f"{trace.request_id}-{len(trace.attempts)}")
             gate = OutputGate(self._output_guard_factory)
             try:
                 async for released in run_attempt(backend, request, gate, self.timeouts):
