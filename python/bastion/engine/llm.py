@@ -129,7 +129,7 @@ class LLM:
         return self.engine.stats()
 
     def close(self) -> None:
-        """Abort whatever is still queued and drop the model and KV cache references."""
+        """Abort whatever is still queued or running; their KV blocks go back to the pool."""
         for rid in list(self.engine.requests):
             self.engine.abort(rid)
         self.engine.step()
