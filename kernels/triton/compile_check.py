@@ -127,6 +127,13 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> dict[str, Any]:
             "has_cubin": bool(compiled.asm.get("cubin")), "seconds": round(time.perf_counter() - start, 2)}
 
 
+def describe_failure(exc: BaseException) -> str:
+    """The innermost cause of a compile failure (Triton wraps it once per nested jit call)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compile the default matrix; print a table (or JSON lines); exit 1 on a failure or smem overflow."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             result = compile_spec(spec, args.arch)
             result["ok"] = result["shared"] <= MAX_SHARED_BYTES
         except Exception as exc:  # report every kernel, not just the first failure
-            result = {"name": spec.name, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            result = {"name": spec.name, "ok": False, "error": describe_failure(exc)[:2000]}
         failed |= not result["ok"]
         if args.json:
             print(json.dumps(result), flush=True)
