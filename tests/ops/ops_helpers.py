@@ -72,12 +72,13 @@ def attention_oracle(batch: PagedBatch, sliding_window: int | None = None, scale
         values = torch.stack([batch.v_cache[r, t % block_size] for t, r in enumerate(rows)]).double()
         keys = keys.repeat_interleave(num_heads // num_kv_heads, dim=1)  # [L, H, D]
         values = values.repeat_interleave(num_heads // num_kv_heads, dim=1)
-        for j in range(end - start):
+        scores = (q[start:end, None] * keys[None]).sum(-1) * scale  # [n_q, L, H]
+        for j in range(end - start):  # mask keys after the query, or before its window
             pos = seq_len - (end - start) + j
             first = 0 if sliding_window is None else max(0, pos - sliding_window + 1)
-            k, v = keys[first : pos + 1], values[first : pos + 1]
-            scores = (q[start + j][None] * k).sum(-1) * scale  # [n, H]
-            out[start + j] = (torch.softmax(scores, dim=0)[..., None] * v).sum(0)
+            scores[j, :first] = float("-inf")
+            scores[j, pos + 1 :] = float("-inf")
+        out[start:end] = (torch.softmax(scores, dim=1)[..., None] * values[None]).sum(1)
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bastion.ops as ops
 import pytest
 import torch
-from bastion.ops.sampling import PROBE_CANDIDATES, keep_threshold
+from bastion.ops.sampling import WIDE_PROBE_CANDIDATES, keep_threshold
 
 
 def _sorted_reference_mask(probs: torch.Tensor, top_k: int, top_p: float, min_p: float) -> torch.Tensor:
@@ -43,9 +43,9 @@ def test_mixed_greedy_and_random_rows() -> None:
 
 @pytest.mark.parametrize(("top_k", "top_p", "min_p"), [(0, 0.9, 0.0), (20, 0.5, 0.0), (0, 1.0, 0.1), (7, 1.0, 0.0),
                                                        (50, 0.8, 0.02), (0, 0.999, 0.0)])
-@pytest.mark.parametrize("vocab", [40, 3000])
+@pytest.mark.parametrize("vocab", [40, 3000, 10000])
 def test_keep_set_matches_full_sort(top_k: int, top_p: float, min_p: float, vocab: int) -> None:
-    """Includes flat rows whose nucleus exceeds the probe candidates (the bisection path)."""
+    """Rows 2-5 are flat: their nucleus exceeds the first probe (3000) or both probes (10000: bisection)."""
     gen = torch.Generator().manual_seed(vocab + top_k)
     logits = torch.randn(6, vocab, generator=gen) * torch.tensor([4.0, 1.0, 0.3, 0.05, 2.0, 0.0])[:, None]
     probs = torch.softmax(logits.double(), -1)
@@ -54,8 +54,8 @@ def test_keep_set_matches_full_sort(top_k: int, top_p: float, min_p: float, voca
                                torch.full((n,), min_p, dtype=torch.float64))
     ours = probs >= threshold[:, None]
     reference = _sorted_reference_mask(probs, top_k, top_p, min_p)
-    if vocab > PROBE_CANDIDATES and top_p < 1.0 and top_k == 0:
-        assert int(reference[3].sum()) > PROBE_CANDIDATES, "the flat row must need the bisection path"
+    if vocab > WIDE_PROBE_CANDIDATES and top_p >= 0.9 and top_k == 0:
+        assert int(reference[3].sum()) > WIDE_PROBE_CANDIDATES, "the flat row must need the bisection path"
     # Differences may only be ties at the threshold (row 5 is uniform: all tokens tie and are kept) or
     # tokens within float rounding of it (the bisection's last step).
     differs = ours ^ reference

@@ -8,12 +8,15 @@ Approach:
   * top-p (applied after top-k and min-p, on their renormalised mass ``M``): the largest t with
     ``sum(p >= t) >= top_p * M``. It is found by a cumulative sum over the sorted top-k candidates
     (at least ``PROBE_CANDIDATES``), which holds the nucleus for nearly every real distribution; rows
-    whose nucleus is larger fall back to a bisection on t (each step one masked sum over the vocabulary).
+    whose nucleus is larger try ``WIDE_PROBE_CANDIDATES``, then fall back to a bisection on t (each
+    step one masked sum over the vocabulary).
   Ties at the threshold are all kept.
-- The draw is an exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)`` i.i.d. picks token i with
-  probability ``p_i / sum(p)``, needs no normalisation and no cumulative sum, and lets every row with
-  its own ``torch.Generator`` draw its ``E`` from it alone, so a seeded row's token does not depend on
-  the rest of the batch.
+- The draw is inverse-transform sampling: one uniform u per row, then the first token whose
+  cumulative (float64, so tiny probabilities keep their share) kept mass exceeds ``u * total``
+  (a binary search). One uniform per row lets every row with its own ``torch.Generator`` draw from
+  it alone, so a seeded row's token does not depend on the rest of the batch. (An exponential race,
+  ``argmax(p / Exp(1))``, needs V random numbers per row; torch's CPU ``exponential_`` measured
+  170 ms for 64 x 49152 against 12 ms for the cumulative sum.)
 - Rows with temperature 0 (below 1e-5) are greedy: argmax of the raw logits.
 """
 
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 PROBE_CANDIDATES = 256
+WIDE_PROBE_CANDIDATES = 4096
 BISECTION_STEPS = 32
 GREEDY_TEMPERATURE = 1e-5
 
@@ -48,37 +52,65 @@ def _check_range(t: torch.Tensor, name: str, low: float, high: float, low_open: 
         raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {t.tolist()}")
 
 
+def _scan_sorted(sorted_vals: torch.Tensor, floor: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nucleus threshold from each row's largest probabilities (descending) and whether they held it."""
+    cand = torch.where(sorted_vals >= floor[:, None], sorted_vals, 0.0)
+    crossing = (cand.cumsum(-1) < target[:, None]).sum(-1)  # index of the first candidate reaching target
+    width = sorted_vals.shape[1]
+    threshold = sorted_vals.gather(1, crossing.clamp(max=width - 1)[:, None]).squeeze(1)
+    return threshold, crossing < width
+
+
+def _bisect_threshold(probs: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Largest t (to within the bisection's resolution) with ``sum(p >= t) >= target``, given lo <= t < hi."""
+    for _ in range(BISECTION_STEPS):
+        mid = (lo + hi) * 0.5
+        enough = probs.masked_fill(probs < mid[:, None], 0.0).sum(-1) >= target
+        lo = torch.where(enough, mid, lo)
+        hi = torch.where(enough, hi, mid)
+    return lo
+
+
 def _top_p_threshold(
     probs: torch.Tensor, floor: torch.Tensor, top_p: torch.Tensor, sorted_vals: torch.Tensor
 ) -> torch.Tensor:
-    """Per-row threshold of the top-p nucleus of ``probs`` restricted to ``probs >= floor``."""
-    kept_mass = torch.where(probs >= floor[:, None], probs, 0.0).sum(-1)
-    target = top_p * kept_mass
-    cand = torch.where(sorted_vals >= floor[:, None], sorted_vals, 0.0)
-    crossing = (cand.cumsum(-1) < target[:, None]).sum(-1)  # index of the first candidate reaching target
-    resolved = crossing < sorted_vals.shape[1]
-    threshold = sorted_vals.gather(1, crossing.clamp(max=sorted_vals.shape[1] - 1)[:, None]).squeeze(1)
-    if bool(resolved.all()):
+    """Per-row threshold of the top-p nucleus of ``probs`` restricted to ``probs >= floor``.
+
+    Tries the given sorted candidates, then ``WIDE_PROBE_CANDIDATES`` for the rows they did not
+    cover, then bisection for the (very flat) rows left.
+    """
+    target = top_p * probs.masked_fill(probs < floor[:, None], 0.0).sum(-1)
+    threshold, resolved = _scan_sorted(sorted_vals, floor, target)
+    vocab = probs.shape[1]
+    if bool(resolved.all()) or sorted_vals.shape[1] == vocab:
         return threshold
     rows = (~resolved).nonzero().squeeze(1)
     row_probs = probs[rows]
-    lo, hi = floor[rows].clone(), sorted_vals[rows, -1].clone()  # mass(lo) >= target > mass(hi)
-    for _ in range(BISECTION_STEPS):
-        mid = (lo + hi) * 0.5
-        enough = torch.where(row_probs >= mid[:, None], row_probs, 0.0).sum(-1) >= target[rows]
-        lo = torch.where(enough, mid, lo)
-        hi = torch.where(enough, hi, mid)
-    threshold[rows] = lo
+    wide = torch.topk(row_probs, min(WIDE_PROBE_CANDIDATES, vocab), dim=-1, sorted=True).values
+    row_threshold, row_resolved = _scan_sorted(wide, floor[rows], target[rows])
+    if not bool(row_resolved.all()) and wide.shape[1] < vocab:
+        left = (~row_resolved).nonzero().squeeze(1)
+        row_threshold[left] = _bisect_threshold(
+            row_probs[left], floor[rows][left], wide[left, -1], target[rows][left]
+        )
+    threshold[rows] = row_threshold
     return threshold
 
 
-def keep_threshold(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Per-row probability threshold combining min-p, top-k and then top-p (see the module doc)."""
-    n, vocab = probs.shape
-    threshold = min_p * probs.max(-1).values
+def keep_threshold(
+    probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor | None:
+    """Per-row probability threshold combining min-p, top-k and then top-p (see the module doc).
+
+    Returns None when no row filters anything (so the caller can skip masking).
+    """
+    vocab = probs.shape[1]
     k_on = (top_k > 0) & (top_k < vocab)
     p_on = top_p < 1.0
-    any_k, any_p = bool(k_on.any()), bool(p_on.any())
+    any_k, any_p, any_min_p = bool(k_on.any()), bool(p_on.any()), bool((min_p > 0).any())
+    if not (any_k or any_p or any_min_p):
+        return None
+    threshold = min_p * probs.max(-1).values if any_min_p else torch.zeros_like(min_p)
     if not (any_k or any_p):
         return threshold
     num_cand = int(top_k[k_on].max()) if any_k else 1
@@ -94,22 +126,30 @@ def keep_threshold(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     return threshold
 
 
-def _exponential_noise(
-    like: torch.Tensor, generators: Sequence[torch.Generator | None] | None
-) -> torch.Tensor:
-    """i.i.d. Exp(1) noise shaped like ``like``; row i comes from ``generators[i]`` when it is set."""
-    noise = torch.empty_like(like)
+def _uniforms(n: int, device: torch.device, generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
+    """``n`` float64 uniforms in [0, 1); row i's comes from ``generators[i]`` when it is set."""
     if generators is None:
-        return noise.exponential_()
-    if len(generators) != like.shape[0]:
-        raise ValueError(f"generators has {len(generators)} entries for {like.shape[0]} rows")
-    unseeded = [i for i, g in enumerate(generators) if g is None]
-    if unseeded:
-        noise[unseeded] = torch.empty((len(unseeded), like.shape[1]), dtype=like.dtype, device=like.device).exponential_()
-    for i, g in enumerate(generators):
-        if g is not None:
-            noise[i].exponential_(generator=g)
-    return noise
+        return torch.rand(n, dtype=torch.float64, device=device)
+    if len(generators) != n:
+        raise ValueError(f"generators has {len(generators)} entries for {n} rows")
+    draws = [
+        torch.rand(1, dtype=torch.float64, device=device, generator=g) if g is not None else None for g in generators
+    ]
+    unseeded = [i for i, d in enumerate(draws) if d is None]
+    shared = torch.rand(len(unseeded), dtype=torch.float64, device=device).split(1) if unseeded else ()
+    for i, d in zip(unseeded, shared, strict=True):
+        draws[i] = d
+    return torch.cat(draws)
+
+
+def _inverse_transform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index of the first token whose cumulative mass exceeds ``u * total`` in each row of ``probs``."""
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:].contiguous()
+    drawn = torch.searchsorted(cdf, u[:, None] * total, right=True)
+    # u * total may round up to total; the last token with non-zero mass is the right answer then.
+    last_nonzero = torch.searchsorted(cdf, total, right=False)
+    return torch.minimum(drawn, last_nonzero).squeeze(1)
 
 
 def sample(
@@ -139,13 +179,13 @@ def sample(
     if bool((temp < 0).any()):
         raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
     greedy_rows = temp < GREEDY_TEMPERATURE
-    greedy = logits.argmax(-1)
-    if bool(greedy_rows.all()):
-        return greedy
+    any_greedy = bool(greedy_rows.any())
+    if any_greedy and bool(greedy_rows.all()):
+        return logits.argmax(-1)
     scaled = logits.to(dtype) / torch.where(greedy_rows, 1.0, temp)[:, None]
     probs = torch.softmax(scaled, dim=-1)
     threshold = keep_threshold(probs, top_k_t, top_p_t, min_p_t)
-    probs = torch.where(probs >= threshold[:, None], probs, 0.0)
-    noise = _exponential_noise(probs, generators).clamp_min_(torch.finfo(dtype).tiny)
-    drawn = (probs / noise).argmax(-1)
-    return torch.where(greedy_rows, greedy, drawn)
+    if threshold is not None:
+        probs = probs.masked_fill_(probs < threshold[:, None], 0.0)
+    drawn = _inverse_transform(probs, _uniforms(n, device, generators))
+    return torch.where(greedy_rows, logits.argmax(-1), drawn) if any_greedy else drawn
