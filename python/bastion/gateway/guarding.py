@@ -64,12 +64,20 @@ class OutputGate:
     are released once all of that chunk's text has been released unchanged; after a redaction the
     released text no longer matches the tokens, so ids stop flowing (they would reveal the
     redacted text) while token *counts* still do.
+
+    ``check_every_chars``: text is handed to the guard once this many characters are waiting
+    (and always at the end). The guard holds back its window anyway, so this adds at most that
+    many characters of release lag while cutting the guard runs per token several-fold.
     """
 
-    def __init__(self, make_guard: Callable[[], Any] | None) -> None:
+    def __init__(self, make_guard: Callable[[], Any] | None, check_every_chars: int = 16) -> None:
+        if check_every_chars < 1:
+            raise ValueError(f"check_every_chars must be >= 1, got {check_every_chars}")
         self._guard = make_guard() if make_guard is not None else None
+        self._check_every = check_every_chars
         self._pending: deque[tuple[int, int, tuple[int, ...]]] = deque()  # (text end, n tokens, ids)
-        self._pushed = ""
+        self._pushed = ""  # all text received from the backend
+        self._guarded_len = 0  # how much of it the guard has seen
         self._released_len = 0
         self._modified = False
 
@@ -84,13 +92,22 @@ class OutputGate:
             return text, token_ids, num_tokens
         self._pushed += text
         self._pending.append((len(self._pushed), num_tokens, token_ids))
-        return self._release(self._guard.push(text))
+        if len(self._pushed) - self._guarded_len < self._check_every:
+            return "", (), 0
+        return self._release(self._guard.push(self._unguarded()))
 
     def finish(self) -> tuple[str, tuple[int, ...], int]:
         """End of the attempt's stream: release the held-back rest (raises if it is blocked)."""
         if self._guard is None:
             return "", (), 0
-        return self._release(self._guard.finish(), final=True)
+        rest = self._unguarded()
+        released = self._guard.push(rest) if rest else ""
+        return self._release(released + self._guard.finish(), final=True)
+
+    def _unguarded(self) -> str:
+        text = self._pushed[self._guarded_len:]
+        self._guarded_len = len(self._pushed)
+        return text
 
     def _release(self, released: str, final: bool = False) -> tuple[str, tuple[int, ...], int]:
         ids: list[int] = []
