@@ -66,3 +66,17 @@ def test_published_schema_is_current_and_validates_records():
     jsonschema.validate(make_record(3).body(), published)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"request_id": "r", "outcome": "nope"}, published)
+
+
+def test_cli_schema_writes_the_published_schema(tmp_path, capsys):
+    import argparse
+
+    from bastion.cli_audit import add_audit_parser, run_audit
+
+    parser = argparse.ArgumentParser()
+    add_audit_parser(parser.add_subparsers(dest="command"))
+    target = tmp_path / "schema.json"
+    assert run_audit(parser.parse_args(["audit", "schema", "--write", str(target)])) == 0
+    assert json.loads(target.read_text()) == audit_record_schema()
+    assert run_audit(parser.parse_args(["audit", "verify", str(tmp_path / "missing.jsonl")])) == 1
+    assert "does not exist" in capsys.readouterr().out

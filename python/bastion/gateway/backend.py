@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from bastion.audit.record import ModelIdentity
@@ -146,3 +146,21 @@ class LocalBackend:
         self._health = BackendHealth(float(stats.get("kv_cache_usage", 0.0)), self._queue_time_ewma, rate)
         self._health_at = now
         return self._health
+
+
+def as_backend(obj: Any, where: str) -> Backend:
+    """``obj`` itself when it is a Backend; an AsyncLLM wrapped in ``LocalBackend``; else TypeError."""
+    if isinstance(obj, Backend):
+        return obj
+    if hasattr(obj, "generate") and hasattr(obj, "abort") and hasattr(obj, "model_config"):
+        return LocalBackend(obj)  # an AsyncLLM
+    raise TypeError(f"backend {where} is neither a Backend nor an AsyncLLM: {type(obj).__name__}")
+
+
+def named_backends(backends: Any) -> dict[str, Backend]:
+    """Name the backends: dict keys, or positions "0", "1", ... for a list (or a single backend)."""
+    if isinstance(backends, Mapping):
+        return {str(k): as_backend(v, repr(k)) for k, v in backends.items()}
+    if isinstance(backends, Sequence) and not isinstance(backends, str):
+        return {str(i): as_backend(b, str(i)) for i, b in enumerate(backends)}
+    return {"0": as_backend(backends, "0")}

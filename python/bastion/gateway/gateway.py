@@ -16,17 +16,17 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from bastion.audit.log import AuditLog
 from bastion.audit.record import ContentPolicy
 from bastion.errors import GuardrailViolation, RateLimited
 from bastion.gateway.attempt import Released, Timeouts, run_attempt
-from bastion.gateway.backend import Backend, LocalBackend, count_tokens
+from bastion.gateway.backend import Backend, as_backend, count_tokens, named_backends
 from bastion.gateway.calls import Call, build_call
 from bastion.gateway.errors import AllBackendsFailed, error_class_of
-from bastion.gateway.guarding import OutputGate, check_input, decision_records
+from bastion.gateway.guarding import OutputGate, check_input, decision_records, output_guard_factory
 from bastion.gateway.hooks import Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
@@ -41,22 +41,6 @@ from bastion.resilience.ratelimit import ReservationTooLarge
 
 log = logging.getLogger(__name__)
 DEFAULT_REFUSAL = "I can't provide that response: it was blocked by a content policy."
-
-
-def _as_backend(obj: Any, where: str) -> Backend:
-    if isinstance(obj, Backend):
-        return obj
-    if hasattr(obj, "generate") and hasattr(obj, "abort") and hasattr(obj, "model_config"):
-        return LocalBackend(obj)  # an AsyncLLM
-    raise TypeError(f"backend {where} is neither a Backend nor an AsyncLLM: {type(obj).__name__}")
-
-
-def _named_backends(backends: Any) -> dict[str, Backend]:
-    if isinstance(backends, Mapping):
-        return {str(k): _as_backend(v, repr(k)) for k, v in backends.items()}
-    if isinstance(backends, Sequence) and not isinstance(backends, str):
-        return {str(i): _as_backend(b, str(i)) for i, b in enumerate(backends)}
-    return {"0": _as_backend(backends, "0")}
 
 
 class Gateway:
@@ -89,7 +73,7 @@ class Gateway:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.backends = _named_backends(backends)
+        self.backends = named_backends(backends)
         if not self.backends:
             raise ValueError("Gateway needs at least one backend")
         self._rng = rng or random.Random()
@@ -109,22 +93,14 @@ class Gateway:
             self.telemetry.set_breaker_state(name, breaker.state)
             breaker.add_listener(lambda t, n=name: self.telemetry.set_breaker_state(n, t.to_state))
         self.shadow = ShadowRunner(self._resolve_shadow(shadow)) if shadow is not None else None
-        self._output_guard_factory = self._make_output_guard_factory(guardrails)
+        self._output_guard_factory = output_guard_factory(guardrails)
 
     def _resolve_shadow(self, shadow: str | Backend) -> Backend:
         if isinstance(shadow, str):
             if shadow not in self.backends:
                 raise ValueError(f"shadow names unknown backend {shadow!r}; known: {list(self.backends)}")
             return self.backends[shadow]
-        return _as_backend(shadow, "shadow")
-
-    @staticmethod
-    def _make_output_guard_factory(pipeline: Any) -> Any:
-        if pipeline is None:
-            return None
-        from bastion.resilience.guardrails import StreamingOutputGuard
-
-        return lambda: StreamingOutputGuard(pipeline)
+        return as_backend(shadow, "shadow")
 
     # ------------------------------------------------------------------ public API
     async def generate(self, prompt_or_messages: str | list[dict[str, Any]], params: Any = None, *,

@@ -17,6 +17,15 @@ from bastion.errors import GuardrailViolation
 from bastion.gateway.types import Message
 
 
+def output_guard_factory(pipeline: Any) -> Callable[[], Any] | None:
+    """A maker of one ``StreamingOutputGuard`` per attempt over ``pipeline`` (None: no output checks)."""
+    if pipeline is None:
+        return None
+    from bastion.resilience.guardrails import StreamingOutputGuard
+
+    return lambda: StreamingOutputGuard(pipeline)
+
+
 def decision_records(decisions: Iterable[Any], stage: str, backend: str | None = None) -> list[GuardDecisionRecord]:
     """Audit records for the decisions that found something (quiet 'allow' decisions are skipped)."""
     records = []
