@@ -21,19 +21,23 @@ def make_plan(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor,
                           max(1, max_context_len), num_sms, num_splits)
 
 
-def _shared_args(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale, sliding_window):
-    """Arguments common to both attention kernels, after their output pointers."""
+def _shared_args(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+                 seq_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, scale: float,
+                 sliding_window: int | None) -> tuple:
+    """Arguments common to both attention kernels, after their output pointers (window 0 = none)."""
     return (q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale, sliding_window or 0,
             seq_lens.shape[0], k_cache.shape[1], q.shape[2], q.stride(0), q.stride(1))
 
 
-def _cache_strides(k_cache, v_cache, block_table):
+def _cache_strides(k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor) -> tuple[int, ...]:
+    """Page/token/head strides of both caches, then the block table's row stride."""
     return (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0), v_cache.stride(1),
             v_cache.stride(2), block_table.stride(0))
 
 
-def split_kv_partials(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, plan: AttentionPlan,
-                      scale: float, sliding_window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def split_kv_partials(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+                      seq_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, plan: AttentionPlan, scale: float,
+                      sliding_window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the split kernel alone: per-split outputs ``[T, H, S, HEAD_PAD]`` and LSEs ``[T, H, S]`` (fp32)."""
     num_tokens, num_heads = q.shape[0], q.shape[1]
     partial = torch.empty((num_tokens, num_heads, plan.num_splits, plan.head_pad), dtype=torch.float32,

@@ -42,7 +42,8 @@ def test_kept_set_and_cdf_mapping_are_exact(case):
     probs = torch.softmax(logits.double() / temperature, -1)
     threshold = keep_threshold(probs, torch.tensor([top_k]), torch.tensor([top_p], dtype=torch.float64),
                                torch.tensor([min_p], dtype=torch.float64))
-    kept = (probs[0] >= threshold[0]).nonzero().flatten()
+    floor = 0.0 if threshold is None else threshold[0].item()  # None: no filter active
+    kept = ((probs[0] >= floor) & (probs[0] > 0)).nonzero().flatten()
     kept_probs = probs[0, kept] / probs[0, kept].sum()
     cdf = torch.cumsum(kept_probs, 0)
     midpoints = (cdf - kept_probs / 2).float()  # the middle of each kept token's CDF interval
@@ -96,6 +97,19 @@ def test_ops_sample_on_triton_matches_torch_for_greedy_and_fully_filtered_rows()
     torch_tokens = bops.sample(logits, temperature, top_k, top_p, 0.0, backend="torch")
     assert torch.equal(triton_tokens, torch_tokens)
     assert torch.equal(triton_tokens, logits.argmax(-1))
+
+
+def test_seeded_filtered_rows_draw_the_same_token_on_triton_and_torch_backends():
+    logits = _logits(6, 64, seed=7, spread=1.0)
+    params = {"temperature": torch.tensor([1.0, 0.8, 1.2, 1.0, 0.0, 1.5]), "top_k": torch.tensor([0, 10, 0, 5, 0, 20]),
+              "top_p": torch.tensor([1.0, 1.0, 0.9, 0.7, 1.0, 0.95]), "min_p": torch.tensor([0.0, 0.0, 0.0, 0.1, 0.0, 0.02])}
+
+    def seeded() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(100 + i) for i in range(6)]
+
+    triton_tokens = bops.sample(logits, **params, generators=seeded(), backend="triton")
+    torch_tokens = bops.sample(logits, **params, generators=seeded(), backend="torch")
+    assert torch.equal(triton_tokens, torch_tokens)
 
 
 @pytest.mark.parametrize(

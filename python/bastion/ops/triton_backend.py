@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from bastion import kernels
-from bastion.ops.sampling import Param, _as_row_tensor, _check_range
+from bastion.ops.sampling import Param, _as_row_tensor, _check_range, _uniforms
 from bastion.ops.validation import (
     check_paged_attention,
     check_reshape_and_cache,
@@ -139,7 +139,7 @@ def sample(
     min_p: Param,
     generators: Sequence[torch.Generator | None] | None = None,
 ) -> torch.Tensor:
-    """Sampling on Triton (contract: ``bastion.ops.sample``; same parameter ranges and filter order)."""
+    """Sampling on Triton (contract: ``bastion.ops.sample``; same parameter ranges, filter order and uniforms)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [num_rows, vocab], got shape {tuple(logits.shape)}")
     _require_float("logits", logits)
@@ -153,7 +153,7 @@ def sample(
     _check_range(min_p_t, "min_p", 0.0, 1.0)
     if bool((temp < 0).any()):
         raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
-    if generators is not None and len(generators) != n:
-        raise ValueError(f"generators has {len(generators)} entries for {n} rows")
     top_k_t = top_k_t.clamp(max=logits.shape[1]).to(torch.int32)  # >= V disables top-k, as does <= 0
-    return kernels.sample(logits, temp, top_k_t, top_p_t, min_p_t, generators)
+    # The torch backend's uniforms (same generator use): a seeded row draws the same token on both.
+    uniforms = _uniforms(n, device, generators).to(torch.float32)
+    return kernels.sample(logits, temp, top_k_t, top_p_t, min_p_t, uniforms=uniforms)
