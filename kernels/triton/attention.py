@@ -14,9 +14,13 @@ DEFAULT_NUM_SMS = 132
 
 
 def make_plan(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, num_sms: int,
-              num_splits: int | None = None) -> AttentionPlan:
-    """Plan from tensor shapes only; the context bound is the block table's capacity (no device read)."""
-    max_context_len = block_table.shape[1] * k_cache.shape[1]
+              num_splits: int | None = None, max_context_len: int | None = None) -> AttentionPlan:
+    """Plan from tensor shapes; without ``max_context_len`` the bound is the block table's capacity.
+
+    Callers that hold the context lengths on the host pass their max; device tensors are never read.
+    """
+    if max_context_len is None:
+        max_context_len = block_table.shape[1] * k_cache.shape[1]
     return plan_attention(q.shape[0], block_table.shape[0], q.shape[1], k_cache.shape[2], q.shape[2],
                           max(1, max_context_len), num_sms, num_splits)
 

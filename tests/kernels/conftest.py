@@ -15,11 +15,21 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+# Set when bastion.kernels was imported (decorated) before this file could switch the interpreter on:
+# its kernels would then need a GPU driver, so the Triton tests fail fast with this explanation.
+LATE_INTERPRETER = None
 if not torch.cuda.is_available():
+    if "bastion.kernels" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        LATE_INTERPRETER = ("bastion.kernels was imported before tests/kernels/conftest.py set TRITON_INTERPRET=1; "
+                            "export TRITON_INTERPRET=1 (or set it in tests/conftest.py) and rerun")
     os.environ["TRITON_INTERPRET"] = "1"
-    if "bastion.kernels" in sys.modules:  # decorated before we could switch: kernels would need a GPU driver
-        raise pytest.UsageError("bastion.kernels was imported before tests/kernels/conftest.py set "
-                                "TRITON_INTERPRET=1; export TRITON_INTERPRET=1 or run tests/kernels alone")
+
+
+@pytest.fixture(autouse=True)
+def _kernels_decorated_for_this_machine(request: pytest.FixtureRequest) -> None:
+    """Fail the Triton tests (only those) with the reason when the interpreter was switched on too late."""
+    if LATE_INTERPRETER and request.node.module.__name__.startswith("test_triton"):
+        pytest.fail(LATE_INTERPRETER)
 
 NUM_KV_HEADS = 2
 CANARY = 1234.5  # fills unused cache pages: a kernel reading one would be far off the reference

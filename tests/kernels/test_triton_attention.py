@@ -18,6 +18,7 @@ UNIFIED_CASES = {
     "mixed prefill+decode fp16 head 96": ([9, 1, 1, 5], [9, 120, 33, 70], 4, 96, 16, torch.float16, None),
     "chunked prefill with context, window": ([6, 1], [150, 300], 4, 64, 16, torch.float32, 40),
     "sliding window larger than context GQA8": ([3, 1], [20, 60], 8, 64, 17, torch.float16, 1000),
+    "GQA3: 16 rows hold 5 tokens + 1 idle row": ([7, 1], [40, 50], 3, 64, 16, torch.float32, None),
 }
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bastion.kernels import choose_num_splits, plan_attention
+import torch
+from bastion.kernels import choose_num_splits, make_plan, plan_attention
 
 
 def test_no_split_when_the_unsplit_grid_fills_the_gpu():
@@ -73,3 +74,11 @@ def test_planner_rejects_bad_sizes(kwargs, message):
             "max_context_len": 100, "num_sms": 132, **kwargs}
     with pytest.raises(ValueError, match=message):
         plan_attention(**args)
+
+
+def test_host_known_context_length_replaces_the_block_table_capacity_bound():
+    q = torch.empty((1, 8, 64))
+    k_cache = torch.empty((70, 16, 2, 64))
+    block_table = torch.zeros((1, 64), dtype=torch.int32)  # capacity 1024 tokens, padded
+    assert make_plan(q, k_cache, block_table, num_sms=132).num_splits > 1
+    assert make_plan(q, k_cache, block_table, num_sms=132, max_context_len=40).num_splits == 1

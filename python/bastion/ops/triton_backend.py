@@ -86,7 +86,9 @@ def paged_attention(
                     cu_seqlens_q=cu_seqlens_q, out=out)
     if seq_lens.shape[0] == 0:
         return torch.zeros_like(q) if out is None else out
-    plan = kernels.make_plan(q, k_cache, block_table, _num_sms(q.device))
+    # Host-resident lengths give the exact longest context for free; on a GPU we never sync for it.
+    host_max = int(seq_lens.max()) if seq_lens.device.type == "cpu" else None
+    plan = kernels.make_plan(q, k_cache, block_table, _num_sms(q.device), max_context_len=host_max)
     return kernels.paged_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=scale,
                                    sliding_window=sliding_window, out=out, plan=plan)
 
