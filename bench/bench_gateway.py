@@ -38,6 +38,7 @@ async def _direct_round(llm: Any, prompts: list[str], max_tokens: int, tag: str)
     params = _params(max_tokens)
 
     async def one(i: int, prompt: str) -> int:
+        """Stream one request straight from the engine; its output token count."""
         n = 0
         async for out in llm.generate(prompt, params, request_id=f"{tag}-{i}"):
             n += len(out.token_ids)
@@ -52,6 +53,7 @@ async def _gateway_round(gateway: Any, prompts: list[str], max_tokens: int) -> t
     params = _params(max_tokens)
 
     async def one(i: int, prompt: str) -> int:
+        """Stream one request through the Gateway; its output token count."""
         n = 0
         async for delta in gateway.stream(prompt, params, user=f"user-{i % 8}", tenant="bench"):
             n = delta.output_tokens if delta.finished else n

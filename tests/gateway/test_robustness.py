@@ -102,3 +102,29 @@ async def test_cancelled_request_aborts_backend_and_is_audited(audit_log, audit_
     (rec,) = read_records(audit_path)
     assert rec["outcome"] == "aborted" and rec["attempts"][0]["outcome"] == "aborted"
     assert slow.aborted == [slow.requests[0].request_id]
+
+
+async def test_client_closing_the_stream_aborts_at_once(audit_log, audit_path):
+    backend = ScriptedBackend("a")
+    gw = Gateway([backend], audit=audit_log)
+    stream = gw.stream("hi", {"max_tokens": 50})
+    await anext(stream)
+    await stream.aclose()
+    assert backend.aborted == [backend.requests[0].request_id]  # not left to the garbage collector
+    audit_log.flush()
+    (rec,) = read_records(audit_path)
+    assert rec["outcome"] == "aborted" and [a["outcome"] for a in rec["attempts"]] == ["aborted"]
+
+
+async def test_closing_after_the_last_delta_is_not_an_abort(audit_log, audit_path):
+    backend = ScriptedBackend("a")
+    gw = Gateway([backend], audit=audit_log)
+    stream = gw.stream("hi", {"max_tokens": 3})
+    async for delta in stream:
+        if delta.finished:
+            break  # the client stops on the final delta and closes the stream
+    await stream.aclose()
+    audit_log.flush()
+    (rec,) = read_records(audit_path)
+    assert rec["outcome"] == "served" and [a["outcome"] for a in rec["attempts"]] == ["ok"]
+    assert backend.aborted == []

@@ -17,6 +17,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from bastion.audit.log import AuditLog
@@ -160,8 +161,9 @@ class Gateway:
             self._guard_input(call)
             if self.shadow is not None:
                 self.shadow.start(self._backend_request(call, f"{trace.request_id}-shadow"))
-            async for delta in self._serve(call):
-                yield delta
+            async with aclosing(self._serve(call)) as deltas:  # a client leaving early closes every layer now
+                async for delta in deltas:
+                    yield delta
         except (asyncio.CancelledError, GeneratorExit):
             aborted = not trace.delivered
             if aborted:
@@ -214,8 +216,9 @@ class Gateway:
     # ------------------------------------------------------------------ routing and fallback
     async def _serve(self, call: Call) -> AsyncIterator[GatewayDelta]:
         for name in self.router.order():
-            async for delta in self._on_backend(call, name):
-                yield delta
+            async with aclosing(self._on_backend(call, name)) as deltas:
+                async for delta in deltas:
+                    yield delta
             if call.trace.delivered:
                 return
         trace = call.trace
@@ -259,15 +262,16 @@ class Gateway:
             sent_before = trace.output_tokens
             gate = OutputGate(self._output_guard_factory)
             try:
-                async for released in run_attempt(backend, request, gate, self.timeouts):
-                    if released.final is not None:
-                        permit.on_success(time.monotonic() - started)
-                        trace.add_attempt(name, "ok", started, breaker_state=state,
-                                          tokens_sent=trace.output_tokens + released.num_tokens - sent_before)
-                        trace.decisions.extend(decision_records(gate.decisions, "output", name))
-                        yield self._final(call, name, released, released.final.finish_reason)
-                        return
-                    yield await self._delta(call, name, released)
+                async with aclosing(run_attempt(backend, request, gate, self.timeouts)) as attempt:
+                    async for released in attempt:
+                        if released.final is not None:
+                            permit.on_success(time.monotonic() - started)
+                            trace.add_attempt(name, "ok", started, breaker_state=state,
+                                              tokens_sent=trace.output_tokens + released.num_tokens - sent_before)
+                            trace.decisions.extend(decision_records(gate.decisions, "output", name))
+                            yield self._final(call, name, released, released.final.finish_reason)
+                            return
+                        yield await self._delta(call, name, released)
             except GuardrailViolation as e:
                 permit.on_success(time.monotonic() - started)  # the backend worked; its text was refused
                 trace.add_attempt(name, "blocked", started, exc=e, breaker_state=state,
@@ -280,9 +284,10 @@ class Gateway:
                     yield self._refusal(call)
                 return
             except (asyncio.CancelledError, GeneratorExit):
-                permit.release()
-                trace.add_attempt(name, "aborted", started, breaker_state=state,
-                                  tokens_sent=trace.output_tokens - sent_before)
+                if not trace.delivered:  # the client left mid-answer (after the last delta it is no abort)
+                    permit.release()
+                    trace.add_attempt(name, "aborted", started, breaker_state=state,
+                                      tokens_sent=trace.output_tokens - sent_before)
                 raise
             except Exception as e:
                 error_class = error_class_of(e)

@@ -55,6 +55,7 @@ def check_input(pipeline: Any, prompt: str | None, messages: list[Message] | Non
     decisions: list[Any] = []
 
     def checked(text: str) -> str:
+        """One text through the pipeline: its released (redacted) form, or raise when blocked."""
         result = pipeline.check_input(text)
         decisions.extend(result.decisions)
         if not result.allowed:
