@@ -98,3 +98,13 @@ def test_backends_that_are_not_backends_are_refused():
         Gateway({"x": object()})
     with pytest.raises(ValueError, match="shadow names unknown backend"):
         Gateway({"a": ScriptedBackend()}, shadow="b")
+
+
+async def test_a_broken_audit_trail_is_reported_not_ignored(tmp_path):
+    from bastion.audit import AuditError, AuditLog
+
+    log = AuditLog(tmp_path / "trail.jsonl")
+    log.close()
+    gw = Gateway([ScriptedBackend()], audit=log)
+    with pytest.raises(AuditError, match="closed"):
+        await gw.generate("hi", {"max_tokens": 2})

@@ -5,7 +5,9 @@ open breakers) -> stream through the output guardrails -> settle the rate limit 
 audit record, whatever the outcome. On an error, timeout, open breaker, ``Overloaded``, context
 overflow or blocking output guardrail the Gateway retries per ``RetryPolicy`` and then falls back
 to the next backend; if text was already sent, the fallback continues after it, so the client
-sees one continuous stream. The audit acknowledgement is awaited after the response completes.
+sees one continuous stream. The audit acknowledgement is awaited after the response completes
+(never while streaming); if the trail cannot make the record durable, that wait raises
+``AuditError``, so a caller is never told "done" for a request the trail does not hold.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future
 from contextlib import aclosing
 from typing import Any
 
@@ -333,9 +336,11 @@ class Gateway:
         states = {n: breaker_state_name(b.state) for n, b in self.breakers.items()}
         try:
             return self.audit.append(trace.to_record(self.audit_content, states))
-        except Exception:  # the answer is not withheld because the audit trail broke; it is logged loudly
+        except Exception as e:  # surfaces through the ack, like a failed write
             log.exception("audit record for request %s could not be queued", trace.request_id)
-            return None
+            failed: Future = Future()
+            failed.set_exception(e)
+            return failed
 
     @staticmethod
     async def _await_ack(ack: Any) -> None:
