@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Shared memory per block on H100 (sm_90): 227 KB usable of the 228 KB per SM.
@@ -110,8 +114,24 @@ def signature_of(fn: Any, spec: KernelSpec) -> dict[str, str]:
     return signature
 
 
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers and local memory (spills) per thread of a cubin, read with Triton's bundled cuobjdump."""
+    import triton
+
+    cuobjdump = Path(triton.knobs.nvidia.ptxas.path).with_name("cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", text)
+    if found is None:
+        raise RuntimeError(f"no resource usage in cuobjdump output: {text[-500:]}")
+    return {"registers": int(found[1]), "stack": int(found[2]), "local": int(found[3])}
+
+
 def compile_spec(spec: KernelSpec, arch: int = 90) -> dict[str, Any]:
-    """Compile one spec; returns name, shared bytes, registers-free metadata and seconds (raises on failure)."""
+    """Compile one spec; returns name, shared bytes, registers, spills (local bytes) and seconds (raises on failure)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -123,8 +143,9 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = triton.compile(ASTSource(fn, signature, spec.constexprs, attrs), target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": spec.num_warps})
+    seconds = round(time.perf_counter() - start, 2)
     return {"name": spec.name, "shared": compiled.metadata.shared, "num_warps": compiled.metadata.num_warps,
-            "has_cubin": bool(compiled.asm.get("cubin")), "seconds": round(time.perf_counter() - start, 2)}
+            "has_cubin": bool(compiled.asm.get("cubin")), "seconds": seconds, **resource_usage(compiled.asm["cubin"])}
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -153,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         elif "error" in result:
             print(f"{spec.name:42s} FAILED {result['error']}", flush=True)
         else:
-            print(f"{spec.name:42s} shared {result['shared']:7d} B  warps {result['num_warps']}  "
-                  f"{result['seconds']:.1f} s", flush=True)
+            print(f"{spec.name:42s} shared {result['shared']:7d} B  regs {result['registers']:3d}  "
+                  f"local {result['local']:4d} B  warps {result['num_warps']}  {result['seconds']:.1f} s", flush=True)
     return 1 if failed else 0
 
 

@@ -141,7 +141,8 @@ def sample_kernel(
     logits_row_ptr = logits_ptr + row * stride_logits
     row_max, argmax = row_max_and_argmax(logits_row_ptr, vocab, BLOCK_V)
     temperature = tl.load(temperature_ptr + row)
-    if temperature < GREEDY_BELOW:
+    # A row with every logit -inf has no distribution: return its argmax (0) rather than garbage.
+    if (temperature < GREEDY_BELOW) | (row_max == float("-inf")):
         tl.store(out_ptr + row, argmax.to(tl.int64))
         return
     inv_temp = 1.0 / temperature

@@ -30,13 +30,16 @@ def test_every_kernel_compiles_for_sm90_within_shared_memory(tmp_path):
     proc = _run_without_interpreter(str(tmp_path), "-m", "bastion.kernels.compile_check", "--json")
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(compile_check.default_specs()), proc.stderr[-3000:]
-    print("\nkernel (sm_90)                             shared bytes  warps  compile s")
+    print("\nkernel (sm_90)                             shared bytes  regs  spill bytes  warps  compile s")
     for r in results:
-        print(f"{r['name']:42s} {r.get('shared', 'FAILED'):>12}  {r.get('num_warps', '-'):>5}  {r.get('seconds', '-')}")
+        print(f"{r['name']:42s} {r.get('shared', 'FAILED'):>12}  {r.get('registers', '-'):>4}  "
+              f"{r.get('local', '-'):>11}  {r.get('num_warps', '-'):>5}  {r.get('seconds', '-')}")
     failures = [r for r in results if not r["ok"]]
     assert not failures, failures
     assert all(r["has_cubin"] for r in results)
     assert all(r["shared"] <= compile_check.MAX_SHARED_BYTES for r in results)
+    assert all(r["local"] == 0 for r in results)  # no register spills to local memory
+    assert all(r["registers"] <= 255 for r in results)
     assert proc.returncode == 0
     names = " ".join(r["name"] for r in results)
     for kernel in ("unified", "split", "merge", "reshape_and_cache", "rms_norm", "rotary", "silu_and_mul", "sample"):

@@ -62,6 +62,12 @@ def test_zero_probability_tokens_are_never_drawn():
     assert tokens[0].item() == 1 and tokens[-1].item() == 15  # the CDF ends map to the first/last kept token
 
 
+def test_a_row_of_only_minus_inf_logits_yields_a_valid_index():
+    logits = torch.full((2, 10), float("-inf"))
+    logits[1, 6] = 0.0
+    assert kernels.sample(logits, 1.0, 3, 0.9, 0.0, uniforms=torch.tensor([0.5, 0.5])).tolist() == [0, 6]
+
+
 def test_seeded_row_draw_does_not_depend_on_the_rest_of_the_batch():
     logits = _logits(3, 32, seed=4, spread=0.5)
 
