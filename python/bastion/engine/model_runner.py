@@ -1,7 +1,8 @@
 """Turns one scheduler step (flat numpy arrays) into one forward pass and the logits to sample.
 
 The arrays come straight from the C++ scheduler's preallocated buffers; ``torch.from_numpy``
-wraps them without a copy on the CPU, so no per-request Python work happens here.
+wraps them without a copy on the CPU, so no per-request Python work happens here. On a GPU, pure
+decode steps replay CUDA graphs (``bastion.engine.cuda_graphs``) unless ``config.enforce_eager``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ from typing import Any
 
 import torch
 
+from bastion.config import EngineConfig
+from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
 
 
 class ModelRunner:
     """Owns the paged KV caches of one model and runs the flat varlen batch through it."""
 
-    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, device: torch.device) -> None:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, device: torch.device,
+                 *, config: EngineConfig | None = None) -> None:
+        """``config`` enables CUDA graphs on a CUDA device (sized by ``max_num_seqs``) unless
+        ``enforce_eager``; without a config the runner stays eager, as it cannot know either."""
         self.model = loaded.model
         self.device = device
         self.kv_caches = self.model.make_kv_caches(num_blocks, block_size)
+        self.graphs: CudaGraphRunner | None = None
+        if device.type == "cuda" and config is not None and not config.enforce_eager:
+            self.graphs = CudaGraphRunner.create(self.model, self.kv_caches, config.max_num_seqs, device)
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
         t = torch.from_numpy(array)
@@ -30,6 +39,16 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, step: Any) -> torch.Tensor:
         """Run the step's tokens through the model; return float32 logits [num_sampling, vocab]."""
+        hidden = self.graphs.run(step) if self.graphs is not None and self.graphs.can_run(step) else None
+        if hidden is None:
+            hidden = self._forward_eager(step)
+        if len(step.logits_indices) == 0:
+            return hidden.new_empty((0, 0), dtype=torch.float32)
+        # graph outputs carry padded rows past the step's; logits_indices only names real ones
+        rows = hidden.index_select(0, self._tensor(step.logits_indices, torch.int64))
+        return self.model.compute_logits(rows).float()
+
+    def _forward_eager(self, step: Any) -> torch.Tensor:
         num_scheduled = step.num_scheduled_tokens
         seq_lens = step.seq_lens
         attn = AttentionMetadata(
@@ -42,8 +61,4 @@ class ModelRunner:
         )
         input_ids = self._tensor(step.input_ids, torch.int64)
         positions = self._tensor(step.positions, torch.int64)
-        hidden = self.model.forward(input_ids, positions, attn, self.kv_caches)
-        if len(step.logits_indices) == 0:
-            return hidden.new_empty((0, 0), dtype=torch.float32)
-        rows = hidden.index_select(0, self._tensor(step.logits_indices, torch.int64))
-        return self.model.compute_logits(rows).float()
+        return self.model.forward(input_ids, positions, attn, self.kv_caches)
