@@ -51,7 +51,7 @@ class EngineCore:
             policy=config.scheduling_policy, hash_seed=config.prefix_cache_seed,
             long_prefill_token_threshold=config.long_prefill_token_threshold,
         )
-        self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device)
+        self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config)
         self.sampler = Sampler()
         self.eos_token_ids = list(self.tokenizer.eos_token_ids)
         self.requests: dict[str, EngineRequest] = {}
