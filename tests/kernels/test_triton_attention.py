@@ -87,6 +87,14 @@ def test_ops_triton_backend_equals_torch_backend(make_paged_batch):
     torch.testing.assert_close(triton_out, torch_out, rtol=1e-5, atol=1e-5)
 
 
+def test_int64_metadata_tensors_give_the_same_result(make_paged_batch):
+    batch = make_paged_batch([3, 1], [40, 21], group=4, head_size=64, block_size=16, dtype=torch.float32, seed=7)
+    as_int32 = ops_paged_attention(*batch.args(), backend="triton")
+    batch.block_table, batch.seq_lens, batch.cu_seqlens_q = (
+        t.long() for t in (batch.block_table, batch.seq_lens, batch.cu_seqlens_q))
+    torch.testing.assert_close(ops_paged_attention(*batch.args(), backend="triton"), as_int32, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

@@ -101,3 +101,7 @@ def test_triton_backend_rejects_bad_input():
         triton_backend.rms_norm(torch.ones(2, 4), torch.ones(4), -1.0)
     with pytest.raises(ValueError, match="contiguous last dim"):
         triton_backend.rms_norm(torch.ones(4, 2).t(), torch.ones(4), 1e-6)
+    with pytest.raises(ValueError, match="supports float16, bfloat16 and float32"):
+        triton_backend.silu_and_mul(torch.ones(2, 4, dtype=torch.float64))
+    assert triton_backend.supports("rms_norm", torch.bfloat16)
+    assert not triton_backend.supports("rms_norm", torch.float64)  # "auto" must not pick triton for fp64
