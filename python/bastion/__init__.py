@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "LLM": "bastion.engine.llm",
     "AsyncLLM": "bastion.engine.async_llm",
+    "Deadlines": "bastion.engine.engine_thread",
     "SamplingParams": "bastion.sampling.params",
     "RequestOutput": "bastion.engine.outputs",
     "RequestMetrics": "bastion.engine.outputs",
