@@ -55,11 +55,12 @@ def _attention_constexprs(group: int, head_size: int, tile: int, window: bool, p
 
 
 def default_specs() -> list[KernelSpec]:
-    """The representative matrix: bf16 everywhere it matters, GQA 1/4/8, head 64/96/128, tiles 16/32."""
+    """The representative matrix: bf16 everywhere it matters, GQA 1/4/8, head 64/96/128/256, tiles 16/32."""
     unified = "attention_unified:unified_attention_kernel"
     split = "attention_split:split_kv_attention_kernel"
     return [
         KernelSpec("unified bf16 D128 G8 T32", unified, "bf16", _attention_constexprs(8, 128, 32, False, "tf32")),
+        KernelSpec("unified bf16 D256 G8 T32", unified, "bf16", _attention_constexprs(8, 256, 32, False, "tf32")),
         KernelSpec("unified bf16 D96 G4 T16 window", unified, "bf16", _attention_constexprs(4, 96, 16, True, "tf32")),
         KernelSpec("unified fp16 D64 G1 T32", unified, "fp16", _attention_constexprs(1, 64, 32, False, "tf32")),
         KernelSpec("unified fp32 D64 G4 T16 ieee", unified, "fp32", _attention_constexprs(4, 64, 16, False, "ieee")),
