@@ -26,7 +26,7 @@ AttentionPlan plan_attention(const int32_t* seq_lens, const int32_t* cu_seqlens_
   int64_t base_items = 0;
   for (int s = 0; s < num_seqs; ++s) {
     const int64_t num_queries = cu_seqlens_q[s + 1] - cu_seqlens_q[s];
-    base_items += num_kv_heads * ((num_queries + q_tile_tokens - 1) / q_tile_tokens);
+    base_items += num_queries == 1 ? 1 : num_kv_heads * ((num_queries + q_tile_tokens - 1) / q_tile_tokens);
   }
   // How many ways to split each single-token decode so that the batch yields enough items.
   const int64_t wanted_items = static_cast<int64_t>(options.num_threads) * options.items_per_thread;
@@ -37,29 +37,34 @@ AttentionPlan plan_attention(const int32_t* seq_lens, const int32_t* cu_seqlens_
 
   for (int s = 0; s < num_seqs; ++s) {
     const int64_t num_queries = cu_seqlens_q[s + 1] - cu_seqlens_q[s];
+    if (num_queries == 1) {
+      int64_t kv_begin = 0, kv_end = 0;
+      key_range(seq_lens[s], 1, 0, 1, sliding_window, &kv_begin, &kv_end);
+      const int64_t kv_len = kv_end - kv_begin;
+      const int64_t splits = std::min(split_factor, std::max<int64_t>(1, kv_len / options.min_split_tokens));
+      if (splits == 1) {
+        plan.items.push_back({s, 0, num_kv_heads, 0, 1, kv_begin, kv_end, -1});
+        continue;
+      }
+      plan.merges.push_back({s, plan.num_partials, static_cast<int32_t>(splits)});
+      for (int64_t i = 0; i < splits; ++i) {
+        const int64_t b = kv_begin + kv_len * i / splits;
+        const int64_t e = kv_begin + kv_len * (i + 1) / splits;
+        plan.items.push_back({s, 0, num_kv_heads, 0, 1, b, e, plan.num_partials++});
+      }
+      continue;
+    }
     for (int64_t q0 = 0; q0 < num_queries; q0 += q_tile_tokens) {
       const int64_t q1 = std::min<int64_t>(num_queries, q0 + q_tile_tokens);
       int64_t kv_begin = 0, kv_end = 0;
       key_range(seq_lens[s], num_queries, q0, q1, sliding_window, &kv_begin, &kv_end);
-      const int64_t kv_len = kv_end - kv_begin;
-      const int64_t by_length = std::max<int64_t>(1, kv_len / options.min_split_tokens);
-      const int64_t splits = num_queries == 1 ? std::min(split_factor, by_length) : 1;
       for (int h = 0; h < num_kv_heads; ++h) {
-        if (splits == 1) {
-          plan.items.push_back({s, h, static_cast<int32_t>(q0), static_cast<int32_t>(q1), kv_begin, kv_end, -1});
-          continue;
-        }
-        plan.merges.push_back({s, h, plan.num_partials, static_cast<int32_t>(splits)});
-        for (int64_t i = 0; i < splits; ++i) {
-          const int64_t b = kv_begin + kv_len * i / splits;
-          const int64_t e = kv_begin + kv_len * (i + 1) / splits;
-          plan.items.push_back({s, h, 0, 1, b, e, plan.num_partials++});
-        }
+        plan.items.push_back({s, h, h + 1, static_cast<int32_t>(q0), static_cast<int32_t>(q1), kv_begin, kv_end, -1});
       }
     }
   }
   const auto cost = [group_size](const AttentionWorkItem& it) {
-    return (it.kv_end - it.kv_begin) * (it.q_end - it.q_begin) * group_size;
+    return (it.kv_end - it.kv_begin) * (it.q_end - it.q_begin) * (it.kv_head_end - it.kv_head_begin) * group_size;
   };
   for (const AttentionWorkItem& it : plan.items) plan.total_cost += cost(it);
   // Longest first: with dynamic scheduling this keeps the tail short.

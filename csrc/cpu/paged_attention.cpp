@@ -1,6 +1,6 @@
-// Tile kernel: the query rows of one work item (tokens of a query tile x the q heads of one kv
-// group) stream over their KV range in chunks with an online softmax, so every K/V row loaded from
-// the cache is used by all heads of its group. See attention_plan.h for how items are formed.
+// Tile kernel: the query rows of one work item (tokens of a query tile x the q heads of its kv
+// heads) stream over their KV range in chunks with an online softmax, so every K/V row loaded from
+// the cache is used by all q heads of its group. See attention_plan.h for how items are formed.
 #include "cpu/paged_attention.h"
 
 #include <omp.h>
@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <string>
 #include <vector>
 
+#include "cpu/attention_microkernels.h"
 #include "cpu/attention_plan.h"
 #include "cpu/attention_validate.h"
 #include "cpu/vec_math.h"
@@ -19,7 +19,6 @@ namespace bastion::cpu {
 
 namespace {
 
-constexpr int kKvChunk = 32;  // keys per online-softmax step
 // Dot products one extra thread must get to pay for waking it (~60 us of work at D=64): tiny
 // decode batches run on one thread instead of paying a fork/join.
 constexpr int64_t kMinCostPerThread = 4096;
@@ -30,6 +29,7 @@ struct TileScratch {
   std::vector<float> q;       // [rows, head_dim], pre-multiplied by the softmax scale
   std::vector<float> acc;     // [rows, head_dim] running sum of p * V
   std::vector<float> scores;  // [rows, kKvChunk]
+  std::vector<float> keys_t;  // [head_dim, kKvChunk] transposed key chunk (tiles of many rows)
   std::vector<float> row_max;
   std::vector<float> row_sum;
   std::vector<int64_t> row_first_key;  // visible key range of each row: [first, last]
@@ -37,20 +37,27 @@ struct TileScratch {
 
   explicit TileScratch(int max_rows, int head_dim)
       : q(static_cast<size_t>(max_rows) * head_dim), acc(q.size()), scores(static_cast<size_t>(max_rows) * kKvChunk),
-        row_max(max_rows), row_sum(max_rows), row_first_key(max_rows), row_last_key(max_rows) {}
+        keys_t(static_cast<size_t>(head_dim) * kKvChunk), row_max(max_rows), row_sum(max_rows), row_first_key(max_rows), row_last_key(max_rows) {}
 };
 
-// Loads the item's query rows (row = token * group + head-in-group) and their visible key ranges.
+int heads_per_token(const PagedAttentionArgs& a, const AttentionWorkItem& item) {
+  return (item.kv_head_end - item.kv_head_begin) * (a.num_heads / a.num_kv_heads);
+}
+
+// Loads the item's query rows (row = token * heads_per_token + q head - first q head) and their
+// visible key ranges.
 int load_queries(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s) {
   const int group = a.num_heads / a.num_kv_heads;
+  const int row_heads = heads_per_token(a, item);
   const int64_t first_token = a.cu_seqlens_q[item.seq];
   const int64_t num_queries = a.cu_seqlens_q[item.seq + 1] - first_token;
   const int64_t seq_len = a.seq_lens[item.seq];
   int row = 0;
   for (int64_t j = item.q_begin; j < item.q_end; ++j) {
     const int64_t pos = seq_len - num_queries + j;
-    for (int g = 0; g < group; ++g, ++row) {
-      const float* src = a.q + (first_token + j) * a.q_token_stride + (item.kv_head * group + g) * a.q_head_stride;
+    for (int hq = 0; hq < row_heads; ++hq, ++row) {
+      const int head = item.kv_head_begin * group + hq;
+      const float* src = a.q + (first_token + j) * a.q_token_stride + head * a.q_head_stride;
       float* dst = s.q.data() + static_cast<int64_t>(row) * a.head_dim;
       for (int d = 0; d < a.head_dim; ++d) dst[d] = src[d] * a.scale;
       s.row_last_key[row] = std::min(pos, item.kv_end - 1);
@@ -63,12 +70,9 @@ int load_queries(const PagedAttentionArgs& a, const AttentionWorkItem& item, Til
   return row;
 }
 
-// One online-softmax step over keys [kv0, kv0 + n).
-void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
-                   int rows, TileScratch& s) {
-  const int D = a.head_dim;
-  const float* k_rows[kKvChunk];
-  const float* v_rows[kKvChunk];
+// Addresses of the K and V rows of keys [kv0, kv0 + n) of one kv head, through the block table.
+void locate_rows(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
+                 const float** k_rows, const float** v_rows) {
   for (int t = 0; t < n; ++t) {
     const int64_t pos = kv0 + t;
     const int64_t page = block_row[pos / a.block_size];
@@ -76,14 +80,35 @@ void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv
     k_rows[t] = a.k.data + page * a.k.block_stride + slot * a.k.slot_stride + kv_head * a.k.head_stride;
     v_rows[t] = a.v.data + page * a.v.block_stride + slot * a.v.slot_stride + kv_head * a.v.head_stride;
   }
-  for (int t = 0; t < n; ++t) {
-    for (int r = 0; r < rows; ++r) s.scores[r * kKvChunk + t] = dot(s.q.data() + static_cast<int64_t>(r) * D, k_rows[t], D);
+}
+
+// One online-softmax step over keys [kv0, kv0 + n) of kv head `kv_head`, for query rows
+// [first_row, first_row + rows) (those of that kv head's group).
+void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
+                   int first_row, int rows, TileScratch& s) {
+  const int D = a.head_dim;
+  float* const q = s.q.data() + static_cast<int64_t>(first_row) * D;
+  float* const acc = s.acc.data() + static_cast<int64_t>(first_row) * D;
+  float* const scores = s.scores.data() + static_cast<int64_t>(first_row) * kKvChunk;
+  const float* k_rows[kKvChunk];
+  const float* v_rows[kKvChunk];
+  locate_rows(a, block_row, kv_head, kv0, n, k_rows, v_rows);
+  if (rows >= kTransposeMinRows) {
+    transpose_keys(k_rows, n, D, s.keys_t.data());
+    int r = 0;
+    for (; r + 2 <= rows; r += 2) scores_transposed<2>(q + r * D, s.keys_t.data(), D, scores + r * kKvChunk);
+    if (r < rows) scores_transposed<1>(q + r * D, s.keys_t.data(), D, scores + r * kKvChunk);
+  } else {
+    for (int t = 0; t < n; ++t) {
+      for (int r = 0; r < rows; ++r) scores[r * kKvChunk + t] = dot(q + r * D, k_rows[t], D);
+    }
   }
   for (int r = 0; r < rows; ++r) {
-    float* p = s.scores.data() + r * kKvChunk;
+    float* p = scores + r * kKvChunk;
+    const int row = first_row + r;
     // Mask keys outside the row's causal/window range (only the chunk's edges can be affected).
-    const int lo = static_cast<int>(std::clamp<int64_t>(s.row_first_key[r] - kv0, 0, n));
-    const int hi = static_cast<int>(std::clamp<int64_t>(s.row_last_key[r] - kv0 + 1, 0, n));
+    const int lo = static_cast<int>(std::clamp<int64_t>(s.row_first_key[row] - kv0, 0, n));
+    const int hi = static_cast<int>(std::clamp<int64_t>(s.row_last_key[row] - kv0 + 1, 0, n));
     if (lo >= hi) {
       std::fill(p, p + n, 0.0f);
       continue;
@@ -91,24 +116,23 @@ void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv
     std::fill(p, p + lo, kNegInf);
     std::fill(p + hi, p + n, kNegInf);
     const float chunk_max = *std::max_element(p + lo, p + hi);
-    const float new_max = std::max(s.row_max[r], chunk_max);
-    if (new_max > s.row_max[r] && s.row_sum[r] > 0.0f) {
-      const float rescale = std::exp(s.row_max[r] - new_max);
-      s.row_sum[r] *= rescale;
-      scale_row(s.acc.data() + static_cast<int64_t>(r) * D, rescale, D);
+    const float new_max = std::max(s.row_max[row], chunk_max);
+    if (new_max > s.row_max[row] && s.row_sum[row] > 0.0f) {
+      const float rescale = std::exp(s.row_max[row] - new_max);
+      s.row_sum[row] *= rescale;
+      scale_row(acc + r * D, rescale, D);
     }
-    s.row_max[r] = new_max;
-    s.row_sum[r] += exp_shift_sum(p, new_max, n);
+    s.row_max[row] = new_max;
+    s.row_sum[row] += exp_shift_sum(p, new_max, n);
   }
-  for (int t = 0; t < n; ++t) {
-    for (int r = 0; r < rows; ++r) {
-      const float p = s.scores[r * kKvChunk + t];
-      if (p != 0.0f) axpy(s.acc.data() + static_cast<int64_t>(r) * D, p, v_rows[t], D);
-    }
+  int r = 0;
+  for (; r + 3 <= rows; r += 3) {  // 3 rows x 4 accumulators + 4 V registers fit the 16 ymm registers
+    accumulate_pv<3>(acc + r * D, scores + r * kKvChunk, v_rows, n, D);
   }
+  for (; r < rows; ++r) accumulate_pv<1>(acc + r * D, scores + r * kKvChunk, v_rows, n, D);
 }
 
-// Partial-result slot layout: [group rows] outputs of head_dim floats, then [group rows] LSEs.
+// Partial-result slot layout: num_heads rows of head_dim floats, and num_heads LSEs.
 struct PartialBuffer {
   std::vector<float> out;
   std::vector<float> lse;
@@ -116,40 +140,49 @@ struct PartialBuffer {
 
 void run_item(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s, PartialBuffer& partials) {
   const int rows = load_queries(a, item, s);
-  const int32_t* block_row = a.block_table + item.seq * a.block_table_stride;
-  for (int64_t kv0 = item.kv_begin; kv0 < item.kv_end; kv0 += kKvChunk) {
-    process_chunk(a, block_row, item.kv_head, kv0, static_cast<int>(std::min<int64_t>(kKvChunk, item.kv_end - kv0)),
-                  rows, s);
-  }
   const int group = a.num_heads / a.num_kv_heads;
+  const int32_t* block_row = a.block_table + item.seq * a.block_table_stride;
+  const bool one_head = item.kv_head_end - item.kv_head_begin == 1;
+  for (int64_t kv0 = item.kv_begin; kv0 < item.kv_end; kv0 += kKvChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kKvChunk, item.kv_end - kv0));
+    // Heads innermost: a multi-head (decode) item reads each slot's rows of all heads together.
+    for (int h = item.kv_head_begin; h < item.kv_head_end; ++h) {
+      const int first_row = one_head ? 0 : (h - item.kv_head_begin) * group;
+      process_chunk(a, block_row, h, kv0, n, first_row, one_head ? rows : group, s);
+    }
+  }
+  const int row_heads = heads_per_token(a, item);
   for (int r = 0; r < rows; ++r) {
     const float inv_sum = s.row_sum[r] > 0.0f ? 1.0f / s.row_sum[r] : 0.0f;
     const float* acc = s.acc.data() + static_cast<int64_t>(r) * a.head_dim;
+    const int head = item.kv_head_begin * group + r % row_heads;
     float* dst;
-    if (item.partial >= 0) {
-      dst = partials.out.data() + (item.partial * group + r) * a.head_dim;
-      partials.lse[item.partial * group + r] = s.row_sum[r] > 0.0f ? s.row_max[r] + std::log(s.row_sum[r]) : kNegInf;
+    if (item.partial >= 0) {  // decode split: every q head is in the item, so row r is head r
+      dst = partials.out.data() + (item.partial * a.num_heads + r) * a.head_dim;
+      partials.lse[item.partial * a.num_heads + r] =
+          s.row_sum[r] > 0.0f ? s.row_max[r] + std::log(s.row_sum[r]) : kNegInf;
     } else {
-      const int64_t token = a.cu_seqlens_q[item.seq] + item.q_begin + r / group;
-      dst = a.out + token * a.out_token_stride + (item.kv_head * group + r % group) * a.out_head_stride;
+      const int64_t token = a.cu_seqlens_q[item.seq] + item.q_begin + r / row_heads;
+      dst = a.out + token * a.out_token_stride + head * a.out_head_stride;
     }
     for (int d = 0; d < a.head_dim; ++d) dst[d] = acc[d] * inv_sum;
   }
 }
 
-// out = sum_i exp(lse_i - max) * O_i / sum_i exp(lse_i - max) over the splits of one (seq, kv head).
+// out = sum_i exp(lse_i - max) * O_i / sum_i exp(lse_i - max) over the splits of one decode.
 void merge_splits(const PagedAttentionArgs& a, const AttentionMerge& m, const PartialBuffer& partials) {
-  const int group = a.num_heads / a.num_kv_heads;
   const int64_t token = a.cu_seqlens_q[m.seq];
-  for (int g = 0; g < group; ++g) {
-    float* dst = a.out + token * a.out_token_stride + (m.kv_head * group + g) * a.out_head_stride;
+  for (int head = 0; head < a.num_heads; ++head) {
+    float* dst = a.out + token * a.out_token_stride + head * a.out_head_stride;
     float max_lse = kNegInf;
-    for (int i = 0; i < m.num_splits; ++i) max_lse = std::max(max_lse, partials.lse[(m.first_partial + i) * group + g]);
+    for (int i = 0; i < m.num_splits; ++i) {
+      max_lse = std::max(max_lse, partials.lse[(m.first_partial + i) * a.num_heads + head]);
+    }
     std::fill(dst, dst + a.head_dim, 0.0f);
     if (max_lse == kNegInf) continue;
     float total = 0.0f;
     for (int i = 0; i < m.num_splits; ++i) {
-      const int64_t slot = (m.first_partial + i) * group + g;
+      const int64_t slot = (m.first_partial + i) * a.num_heads + head;
       const float w = std::exp(partials.lse[slot] - max_lse);
       total += w;
       axpy(dst, w, partials.out.data() + slot * a.head_dim, a.head_dim);
@@ -169,9 +202,9 @@ void paged_attention(const PagedAttentionArgs& args, int num_threads) {
   const AttentionPlan plan = plan_attention(args.seq_lens, args.cu_seqlens_q, args.num_seqs, args.num_kv_heads, group,
                                             args.sliding_window, options);
   PartialBuffer partials;
-  partials.out.resize(static_cast<size_t>(plan.num_partials) * group * args.head_dim);
-  partials.lse.resize(static_cast<size_t>(plan.num_partials) * group);
-  const int max_rows = std::max(group, options.q_tile_rows / group * group);
+  partials.out.resize(static_cast<size_t>(plan.num_partials) * args.num_heads * args.head_dim);
+  partials.lse.resize(static_cast<size_t>(plan.num_partials) * args.num_heads);
+  const int max_rows = std::max(args.num_heads, options.q_tile_rows / group * group);
   const int64_t num_items = static_cast<int64_t>(plan.items.size());
   const int64_t useful_threads = std::min<int64_t>(num_items, plan.total_cost / kMinCostPerThread);
   const int threads = static_cast<int>(std::clamp<int64_t>(useful_threads, 1, num_threads));

@@ -56,8 +56,8 @@ def test_sliding_window(window: int, backend: str) -> None:
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_long_decode_split_across_threads(threads: int) -> None:
     """A few long single-token decodes are split over the KV range and merged by LSE."""
-    batch = make_paged_batch([2000, 1500], [1, 1], num_kv_heads=1, group=3, head_dim=64, block_size=16, seed=3)
-    plan = ops.cpu_backend._kernels.attention_plan(batch.seq_lens.numpy(), batch.cu_seqlens_q.numpy(), 1, 3, 0, threads)
+    batch = make_paged_batch([2000, 1500], [1, 1], num_kv_heads=2, group=3, head_dim=64, block_size=16, seed=3)
+    plan = cpu_backend._kernels.attention_plan(batch.seq_lens.numpy(), batch.cu_seqlens_q.numpy(), 2, 3, 0, threads)
     assert (plan["num_merges"] > 0) == (threads > 1)
     cpu_backend.set_num_threads(threads)
     try:
@@ -89,15 +89,16 @@ def test_int64_metadata_accepted() -> None:
 
 
 def test_plan_covers_every_key_once() -> None:
-    """Splits of a decode tile [0, seq_len) exactly; prefill tiles cover every query."""
+    """Decode splits tile [0, seq_len) over all kv heads; prefill tiles cover every (query, kv head)."""
     seq_lens, query_lens = [4000, 40], [1, 40]
-    cu = [0, 1, 41]
-    plan = ops.cpu_backend._kernels.attention_plan(seq_lens, cu, 2, 3, 0, 8)
+    plan = cpu_backend._kernels.attention_plan(seq_lens, [0, 1, 41], 2, 3, 0, 8)
+    items = plan["items"]
+    spans = sorted((b, e) for s, h0, h1, _, _, b, e, p in items if s == 0 and (h0, h1) == (0, 2) and p >= 0)
+    assert len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == seq_lens[0]
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert plan["num_merges"] == 1 and plan["num_partials"] == len(spans)
     for kv_head in range(2):
-        spans = sorted((b, e) for s, h, _, _, b, e, p in plan["items"] if s == 0 and h == kv_head)
-        assert len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == 4000
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
-        queries = sorted((qb, qe) for s, h, qb, qe, *_ in plan["items"] if s == 1 and h == kv_head)
+        queries = sorted((qb, qe) for s, h0, h1, qb, qe, *_ in items if s == 1 and (h0, h1) == (kv_head, kv_head + 1))
         assert queries[0][0] == 0 and queries[-1][1] == query_lens[1]
         assert all(a[1] == b[0] for a, b in zip(queries, queries[1:], strict=False))
 

@@ -1,0 +1,82 @@
+// Inner loops of the CPU attention tile: q.k scores for a chunk of keys and the p.V accumulation.
+// Two score forms: `dot` per (row, key) suits decode tiles of a few rows; for prefill tiles the key
+// chunk is transposed once so each row's 32 scores come from broadcast-FMAs with no horizontal sums.
+#pragma once
+
+#include <immintrin.h>
+
+#include "cpu/vec_math.h"
+
+namespace bastion::cpu {
+
+constexpr int kKvChunk = 32;        // keys per online-softmax step (four 8-lane registers of scores)
+constexpr int kTransposeMinRows = 8;  // below this, transposing the chunk costs more than it saves
+
+// kt[d * kKvChunk + t] = k_rows[t][d]; columns t >= n are zeroed.
+inline void transpose_keys(const float* const* k_rows, int n, int head_dim, float* kt) {
+  for (int d = 0; d < head_dim; ++d) {
+    float* dst = kt + d * kKvChunk;
+    for (int t = 0; t < n; ++t) dst[t] = k_rows[t][d];
+    for (int t = n; t < kKvChunk; ++t) dst[t] = 0.0f;
+  }
+}
+
+// scores[r][t] = sum_d q[r][d] * kt[d][t] for R rows (row stride head_dim / kKvChunk) and all
+// kKvChunk columns. R rows share every load of kt.
+template <int R>
+inline void scores_transposed(const float* q, const float* kt, int head_dim, float* scores) {
+  __m256 s[R][4];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < 4; ++j) s[r][j] = _mm256_setzero_ps();
+  }
+  for (int d = 0; d < head_dim; ++d) {
+    const float* col = kt + d * kKvChunk;
+    const __m256 k0 = _mm256_loadu_ps(col), k1 = _mm256_loadu_ps(col + 8);
+    const __m256 k2 = _mm256_loadu_ps(col + 16), k3 = _mm256_loadu_ps(col + 24);
+    for (int r = 0; r < R; ++r) {
+      const __m256 qd = _mm256_set1_ps(q[r * head_dim + d]);
+      s[r][0] = _mm256_fmadd_ps(qd, k0, s[r][0]);
+      s[r][1] = _mm256_fmadd_ps(qd, k1, s[r][1]);
+      s[r][2] = _mm256_fmadd_ps(qd, k2, s[r][2]);
+      s[r][3] = _mm256_fmadd_ps(qd, k3, s[r][3]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(scores + r * kKvChunk + 8 * j, s[r][j]);
+  }
+}
+
+// acc[r][d] += sum_t p[r][t] * v_rows[t][d] for R rows (acc row stride head_dim, p row stride
+// kKvChunk). 32 dims of each row's acc stay in registers across all keys and the R rows share
+// every load of V.
+template <int R>
+inline void accumulate_pv(float* acc, const float* p, const float* const* v_rows, int n, int head_dim) {
+  int d = 0;
+  for (; d + 32 <= head_dim; d += 32) {
+    __m256 a[R][4];
+    for (int r = 0; r < R; ++r) {
+      for (int j = 0; j < 4; ++j) a[r][j] = _mm256_loadu_ps(acc + r * head_dim + d + 8 * j);
+    }
+    for (int t = 0; t < n; ++t) {
+      const float* v = v_rows[t] + d;
+      const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+      const __m256 v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+      for (int r = 0; r < R; ++r) {
+        const __m256 pt = _mm256_set1_ps(p[r * kKvChunk + t]);
+        a[r][0] = _mm256_fmadd_ps(pt, v0, a[r][0]);
+        a[r][1] = _mm256_fmadd_ps(pt, v1, a[r][1]);
+        a[r][2] = _mm256_fmadd_ps(pt, v2, a[r][2]);
+        a[r][3] = _mm256_fmadd_ps(pt, v3, a[r][3]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc + r * head_dim + d + 8 * j, a[r][j]);
+    }
+  }
+  if (d == head_dim) return;
+  for (int r = 0; r < R; ++r) {  // dims past the last multiple of 32
+    for (int t = 0; t < n; ++t) axpy(acc + r * head_dim + d, p[r * kKvChunk + t], v_rows[t] + d, head_dim - d);
+  }
+}
+
+}  // namespace bastion::cpu
