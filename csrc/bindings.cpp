@@ -324,14 +324,18 @@ static void bind_cpu(py::module_& m) {
             cpu::plan_attention(seq_lens.data(), cu_seqlens_q.data(), static_cast<int>(seq_lens.size()), num_kv_heads,
                                 group_size, sliding_window, options);
         py::list items;
-        for (const auto& it : plan.items) items.append(py::make_tuple(it.seq, it.kv_head, it.q_begin, it.q_end, it.kv_begin, it.kv_end, it.partial));
+        for (const auto& it : plan.items) {
+          items.append(py::make_tuple(it.seq, it.kv_head_begin, it.kv_head_end, it.q_begin, it.q_end, it.kv_begin,
+                                      it.kv_end, it.partial));
+        }
         py::dict result;
         result["items"] = items;
         result["num_merges"] = plan.merges.size();
         result["num_partials"] = plan.num_partials;
         return result;
       },
-      "The work items paged_attention would run: (seq, kv_head, q_begin, q_end, kv_begin, kv_end, partial).");
+      "The work items paged_attention would run: (seq, kv_head_begin, kv_head_end, q_begin, q_end, kv_begin, "
+      "kv_end, partial).");
 }
 // ===== END SECTION cpu =====
 
