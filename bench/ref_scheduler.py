@@ -198,6 +198,12 @@ class RefScheduler:
         self._finish(req)
         return True
 
+    def stats(self) -> dict[str, int]:
+        """Queue sizes and pool usage (the subset of the C++ stats the benchmark needs)."""
+        used = sum(1 for r in self.pool.ref_cnt if r)
+        return {"num_running": len(self.running), "num_waiting": len(self.waiting), "num_used_blocks": used,
+                "num_free_blocks": len(self.pool.free)}
+
     # ---- KV cache -------------------------------------------------------------------------
     def _hashes(self, req: RefRequest, num_full: int) -> list[int]:
         bs = self.block_size
