@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 # tl.dot needs K >= 16 for 16-bit operands on NVIDIA GPUs (K >= 8 for fp32); tiles never go below this.
@@ -18,11 +16,6 @@ def next_power_of_2(n: int) -> int:
 def cdiv(a: int, b: int) -> int:
     """Ceiling division of non-negative integers."""
     return -(-a // b)
-
-
-def interpreter_active() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -46,10 +46,12 @@ class KernelSpec:
 
 
 def _attention_constexprs(group: int, head_size: int, tile: int, window: bool, precision: str) -> dict[str, Any]:
+    """Constexprs of either attention kernel, derived the way the host planner derives them."""
+    from ._utils import MIN_DOT_K, next_power_of_2
     from .attention_plan import query_block_shape
 
     block_m, block_q = query_block_shape(group)
-    head_pad = max(16, 1 << (head_size - 1).bit_length())
+    head_pad = max(MIN_DOT_K, next_power_of_2(head_size))
     return {"GROUP": group, "BLOCK_M": block_m, "BLOCK_Q": block_q, "TILE": tile, "HEAD_PAD": head_pad,
             "USE_WINDOW": window, "DOT_PRECISION": precision}
 

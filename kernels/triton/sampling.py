@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._utils import next_power_of_2
+
 # Temperatures below this are greedy (same constant as bastion.ops.sampling).
 GREEDY_TEMPERATURE = 1e-5
 SMALLEST_NORMAL_FP32 = 1.1754943508222875e-38
@@ -207,6 +209,6 @@ def sample(
         host_uniforms(n, generators, device) if uniforms is None else uniforms.to(device, torch.float32).contiguous(),
         vocab, logits.stride(0),
         GREEDY_BELOW=GREEDY_TEMPERATURE, MIN_WEIGHT=SMALLEST_NORMAL_FP32, NUM_PIVOTS=NUM_PIVOTS,
-        BLOCK_V=min(MAX_BLOCK_V, triton.next_power_of_2(vocab)),
+        BLOCK_V=min(MAX_BLOCK_V, next_power_of_2(vocab)),
     )
     return out

@@ -82,8 +82,8 @@ def test_out_argument_is_filled_and_returned(make_paged_batch, attention_oracle,
 
 def test_ops_triton_backend_equals_torch_backend(make_paged_batch):
     batch = make_paged_batch([4, 1], [30, 77], group=4, head_size=64, block_size=16, dtype=torch.float32, seed=6)
-    triton_out = ops_paged_attention(*batch.args(), sliding_window=50, backend="triton")
-    torch_out = ops_paged_attention(*batch.args(), sliding_window=50, backend="torch")
+    triton_out = ops_paged_attention(*batch.args(), scale=0.3, sliding_window=50, backend="triton")
+    torch_out = ops_paged_attention(*batch.args(), scale=0.3, sliding_window=50, backend="torch")
     torch.testing.assert_close(triton_out, torch_out, rtol=1e-5, atol=1e-5)
 
 
