@@ -9,7 +9,14 @@ import importlib
 from typing import Any
 
 from bastion.config import EngineConfig
-from bastion.errors import BastionError, EngineDead, GuardrailViolation, ModelLoadError, Overloaded, RateLimited
+from bastion.errors import (
+    BastionError,
+    EngineDead,
+    GuardrailViolation,
+    ModelLoadError,
+    Overloaded,
+    RateLimited,
+)
 
 __version__ = "0.1.0"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
-
 import bastion
+import pytest
 from bastion import SamplingParams
 from bastion.engine.engine_thread import Deadlines
 

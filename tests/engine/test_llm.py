@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import bastion
+import pytest
 from bastion import SamplingParams
 
 pytestmark = pytest.mark.timeout(900)

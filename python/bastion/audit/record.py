@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -33,7 +33,7 @@ SCHEMA_VERSION = 1
 
 def utc_now_iso() -> str:
     """The current UTC time as an ISO 8601 string with microseconds and an explicit offset."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class ContentPolicy(BaseModel):
