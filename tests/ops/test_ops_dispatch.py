@@ -57,3 +57,23 @@ def test_thread_setting() -> None:
         cpu_backend.set_num_threads(None)
     with pytest.raises(ValueError, match="num_threads"):
         cpu_backend.set_num_threads(0)
+
+
+def test_auto_falls_back_when_a_backend_declines_the_arguments() -> None:
+    """A backend raising Unsupported (e.g. decode-only attention given a prefill) hands the call on."""
+    from bastion.ops import dispatch
+
+    calls: list[str] = []
+
+    def picky(x: torch.Tensor) -> torch.Tensor:
+        calls.append("picky")
+        raise dispatch.Unsupported("picky: only even-length rows")
+
+    def general(x: torch.Tensor) -> torch.Tensor:
+        calls.append("general")
+        return x * 2
+
+    chained = dispatch._first_that_serves([picky, general])
+    assert torch.equal(chained(torch.ones(3)), torch.full((3,), 2.0))
+    assert calls == ["picky", "general"]
+    assert dispatch._first_that_serves([general]) is general

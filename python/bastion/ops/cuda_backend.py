@@ -1,8 +1,8 @@
 """Backend "cuda": the CUDA C++ kernels of kernels/cuda, called through raw device pointers.
 
 It implements decode attention (exactly one query token per sequence) and the KV-cache write. For a
-prefill or mixed batch ``paged_attention`` raises ValueError, so the dispatcher falls back to the
-next backend. Kernels run asynchronously on torch's current stream of the tensors' device, and the
+prefill or mixed batch ``paged_attention`` raises ``Unsupported`` (a ValueError), so under
+``backend="auto"`` the dispatcher hands the call to the next backend (Triton). Kernels run asynchronously on torch's current stream of the tensors' device, and the
 split-KV workspace comes from torch's caching allocator: nothing here synchronises the GPU.
 
 Importing this module raises ImportError when ``bastion._core`` was built without CUDA
@@ -16,6 +16,10 @@ import functools
 import torch
 
 from bastion import _core
+from bastion.ops.dispatch import Unsupported
+
+# paged_attention serves decode batches only; "auto" passes anything else to the next backend
+PARTIAL_OPS = frozenset({"paged_attention"})
 
 if not getattr(_core, "with_cuda", False):
     raise ImportError("bastion._core was built without CUDA kernels; rebuild with BASTION_CUDA=ON")
@@ -97,7 +101,7 @@ def paged_attention(
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = seq_lens.shape[0]
     if num_tokens != num_seqs:
-        raise ValueError(
+        raise Unsupported(
             f"cuda backend: paged_attention implements decode only (one query per sequence); got "
             f"{num_tokens} query tokens for {num_seqs} sequences"
         )

@@ -4,7 +4,9 @@ A backend is a module exposing functions named after the ops (``paged_attention`
 imported lazily on first use; a backend whose import fails (no triton, no CUDA build, no native core)
 is recorded as unavailable with the reason, and "auto" skips it. A backend module may define
 ``supports(op: str, dtype: torch.dtype) -> bool``: "auto" only picks it where that returns True (the
-CPU backend uses this to advertise only the ops where it measured faster than torch). Resolved
+CPU backend uses this to advertise only the ops where it measured faster than torch), and
+``PARTIAL_OPS``: ops that may raise ``Unsupported`` for some arguments, after which "auto" tries
+the next backend. Resolved
 functions are cached per (op, backend, device type, dtype), so a call costs one dict lookup.
 """
 
@@ -43,7 +45,30 @@ _AUTO_ORDER: dict[str, tuple[str, ...]] = {
 _registry: dict[str, dict[str, Callable[..., Any]]] = {}
 _supports: dict[str, Callable[[str, torch.dtype], bool]] = {}
 _unavailable: dict[str, str] = {}
+_partial: dict[str, frozenset[str]] = {}  # backend -> ops that may raise Unsupported for some arguments
 _resolved: dict[tuple[str, str, str, torch.dtype], Callable[..., Any]] = {}
+
+
+class Unsupported(ValueError):
+    """A backend cannot serve these particular arguments (e.g. a decode-only kernel given a prefill
+    batch). Under ``backend="auto"`` the next backend in line takes the call; named explicitly, the
+    backend's error reaches the caller."""
+
+
+def _first_that_serves(fns: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """One function trying ``fns`` in order, moving on when one raises ``Unsupported``."""
+    if len(fns) == 1:
+        return fns[0]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for fn in fns[:-1]:
+            try:
+                return fn(*args, **kwargs)
+            except Unsupported:
+                continue
+        return fns[-1](*args, **kwargs)
+
+    return call
 
 
 def register(backend: str, op: str, fn: Callable[..., Any]) -> None:
@@ -72,6 +97,7 @@ def _load(backend: str) -> dict[str, Callable[..., Any]] | None:
         _unavailable[backend] = f"{type(exc).__name__}: {exc}"
         return None
     ops = {op: getattr(module, op) for op in OPS if callable(getattr(module, op, None))}
+    _partial[backend] = frozenset(getattr(module, "PARTIAL_OPS", ()))
     supports = getattr(module, "supports", None)
     if callable(supports):
         _supports[backend] = supports
@@ -95,6 +121,7 @@ def _explicit(op: str, backend: str) -> Callable[..., Any]:
 
 
 def _auto(op: str, device_type: str, dtype: torch.dtype) -> Callable[..., Any]:
+    candidates = []
     for backend in _AUTO_ORDER.get(device_type, ("torch",)):
         ops = _load(backend)
         if ops is None or op not in ops:
@@ -102,7 +129,11 @@ def _auto(op: str, device_type: str, dtype: torch.dtype) -> Callable[..., Any]:
         supports = _supports.get(backend)
         if supports is not None and not supports(op, dtype):
             continue
-        return ops[op]
+        candidates.append(ops[op])
+        if op not in _partial.get(backend, ()):
+            break  # this backend serves every call: later ones would never be reached
+    if candidates:
+        return _first_that_serves(candidates)
     raise ValueError(f"no backend implements op {op!r} for {device_type} tensors of dtype {dtype}")
 
 
