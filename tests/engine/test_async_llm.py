@@ -200,3 +200,26 @@ async def test_prometheus_metrics_use_vllm_names(smollm2_path) -> None:
         assert 'vllm:generation_tokens_total{model_name=' in text
     finally:
         await engine.close()
+
+
+async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> None:
+    engine = _engine(smollm2_path, scheduling_policy="priority", max_num_seqs=1)
+    try:
+        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        order: list[str] = []
+
+        async def run(rid: str, priority: int) -> None:
+            async for out in engine.generate(f"Request {rid}:", params, request_id=rid, priority=priority):
+                if out.finished:
+                    order.append(rid)
+
+        first = asyncio.create_task(run("running", 5))
+        while engine.stats()["num_running"] == 0:
+            await asyncio.sleep(0.01)
+        later = [asyncio.create_task(run(f"low{i}", 9)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        urgent = asyncio.create_task(run("urgent", 0))  # lower value = served first (vLLM's rule)
+        await asyncio.gather(first, urgent, *later)
+        assert order[0] == "running" and order[1] == "urgent"
+    finally:
+        await engine.close()
