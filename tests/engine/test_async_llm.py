@@ -220,6 +220,6 @@ async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> Non
         await asyncio.sleep(0.05)
         urgent = asyncio.create_task(run("urgent", 0))  # lower value = served first (vLLM's rule)
         await asyncio.gather(first, urgent, *later)
-        assert order[0] == "running" and order[1] == "urgent"
+        assert order.index("urgent") < min(order.index(f"low{i}") for i in range(3))
     finally:
         await engine.close()
