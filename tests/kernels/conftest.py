@@ -7,6 +7,7 @@ this directory.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -52,10 +53,10 @@ class PagedBatch:
 
 
 def build_paged_batch(q_lens: list[int], seq_lens: list[int], *, group: int, head_size: int, block_size: int,
-                      dtype: torch.dtype, seed: int = 0) -> PagedBatch:
-    """Random queries and caches; each sequence's pages are a random permutation of the pool.
-
-    Pages no sequence uses hold CANARY, and block-table padding points at page 0, so stray reads show.
+                      dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu") -> PagedBatch:
+    """Random queries and caches (built on the CPU, then moved to ``device``); each sequence's pages are a
+    random permutation of the pool. Pages no sequence uses hold CANARY, and block-table padding points at
+    page 0, so stray reads show.
     """
     gen = torch.Generator().manual_seed(seed)
     pages_per_seq = [-(-n // block_size) for n in seq_lens]
@@ -76,13 +77,20 @@ def build_paged_batch(q_lens: list[int], seq_lens: list[int], *, group: int, hea
     cu = torch.zeros(len(q_lens) + 1, dtype=torch.int32)
     cu[1:] = torch.tensor(q_lens).cumsum(0)
     q = torch.randn((int(cu[-1]), NUM_KV_HEADS * group, head_size), generator=gen).to(dtype)
-    return PagedBatch(q, k_cache, v_cache, block_table, torch.tensor(seq_lens, dtype=torch.int32), cu)
+    tensors = (q, k_cache, v_cache, block_table, torch.tensor(seq_lens, dtype=torch.int32), cu)
+    return PagedBatch(*(t.to(device) for t in tensors))
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where the kernels run: the GPU when there is one, else the CPU under the Triton interpreter."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture
-def make_paged_batch() -> Callable[..., PagedBatch]:
-    """Factory for ``PagedBatch`` (see ``build_paged_batch``)."""
-    return build_paged_batch
+def make_paged_batch(device: torch.device) -> Callable[..., PagedBatch]:
+    """Factory for ``PagedBatch`` on the test device (see ``build_paged_batch``)."""
+    return functools.partial(build_paged_batch, device=device)
 
 
 @pytest.fixture
