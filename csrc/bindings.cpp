@@ -82,7 +82,10 @@ void require_1d(const char* name, const Array& a) {
 std::unique_ptr<PyScheduler> make_scheduler(int64_t num_blocks, int64_t block_size, int64_t max_num_seqs,
                                             int64_t max_num_batched_tokens, int64_t max_model_len,
                                             bool enable_prefix_caching, const std::string& policy,
-                                            uint64_t hash_seed, int64_t long_prefill_token_threshold) {
+                                            const py::int_& hash_seed, int64_t long_prefill_token_threshold) {
+  if (hash_seed < py::int_(0) || hash_seed > py::int_(std::numeric_limits<uint64_t>::max())) {
+    throw std::invalid_argument("hash_seed must be in [0, 2**64), got " + py::str(hash_seed).cast<std::string>());
+  }
   bc::SchedulerConfig config;
   config.num_blocks = checked_i32("num_blocks", num_blocks);
   config.block_size = checked_i32("block_size", block_size);
@@ -91,7 +94,7 @@ std::unique_ptr<PyScheduler> make_scheduler(int64_t num_blocks, int64_t block_si
   config.max_model_len = checked_i32("max_model_len", max_model_len);
   config.enable_prefix_caching = enable_prefix_caching;
   config.policy = bc::parse_policy(policy);
-  config.hash_seed = hash_seed;
+  config.hash_seed = hash_seed.cast<uint64_t>();
   config.long_prefill_token_threshold = checked_i32("long_prefill_token_threshold", long_prefill_token_threshold);
   return std::make_unique<PyScheduler>(config);
 }
