@@ -37,9 +37,10 @@ sys.meta_path[:] = [f for f in sys.meta_path if "ScikitBuild" not in type(f).__n
 PY
 
 # Python itself is not instrumented, so the ASan runtime must be loaded before anything else.
+# libstdc++ is preloaded too: ASan's __cxa_throw interceptor resolves the real one at start-up,
+# and python does not link libstdc++, so without it the first C++ exception aborts.
 # CPython keeps objects alive until exit by design: leak reports would be noise.
-LIBASAN="$(gcc -print-file-name=libasan.so)"
-export LD_PRELOAD="$LIBASAN"
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_init_order=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$PKG_DIR${PYTHONPATH:+:$PYTHONPATH}"

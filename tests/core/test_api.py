@@ -15,7 +15,7 @@ from conftest import NO_IDS, core, make_scheduler, step_and_sample, tokens
     [({"num_blocks": 0}, "num_blocks"), ({"block_size": -1}, "block_size"), ({"max_num_seqs": 0}, "max_num_seqs"),
      ({"max_num_batched_tokens": 0}, "max_num_batched_tokens"), ({"max_model_len": 0}, "max_model_len"),
      ({"policy": "lifo"}, "policy"), ({"long_prefill_token_threshold": -2}, "long_prefill_token_threshold"),
-     ({"num_blocks": 2**40}, "num_blocks")],
+     ({"num_blocks": 2**40}, "num_blocks"), ({"hash_seed": -1}, "hash_seed"), ({"hash_seed": 2**64}, "hash_seed")],
 )
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
