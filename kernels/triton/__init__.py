@@ -6,7 +6,7 @@ them for sm_90 without a GPU. The functions below follow the "Ops contract" of d
 (same names and signatures as ``bastion.ops`` minus ``backend``) and assume validated inputs.
 """
 
-from .activation import silu_and_mul
+from .activation import silu_and_mul, silu_and_mul_kernel
 from .attention import DEFAULT_NUM_SMS, make_plan, merge_splits, paged_attention, split_kv_partials
 from .attention_plan import AttentionPlan, choose_num_splits, plan_attention
 from .kv_cache import reshape_and_cache
@@ -14,8 +14,16 @@ from .rms_norm import rms_norm
 from .rotary import rotary_embedding
 from .sampling import sample
 
+
+def interpreted() -> bool:
+    """True when these kernels were decorated under ``TRITON_INTERPRET=1`` and so run on CPU tensors."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(silu_and_mul_kernel, InterpretedFunction)
+
+
 __all__ = [
-    "DEFAULT_NUM_SMS", "AttentionPlan", "choose_num_splits", "make_plan", "merge_splits", "paged_attention",
+    "DEFAULT_NUM_SMS", "interpreted", "AttentionPlan", "choose_num_splits", "make_plan", "merge_splits", "paged_attention",
     "plan_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample", "silu_and_mul",
     "split_kv_partials",
 ]

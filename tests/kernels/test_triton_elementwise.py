@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from bastion import kernels
@@ -105,3 +109,13 @@ def test_triton_backend_rejects_bad_input():
         triton_backend.silu_and_mul(torch.ones(2, 4, dtype=torch.float64))
     assert triton_backend.supports("rms_norm", torch.bfloat16)
     assert not triton_backend.supports("rms_norm", torch.float64)  # "auto" must not pick triton for fp64
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only, interpreter-off error")
+def test_cpu_tensors_without_the_interpreter_get_a_clear_error():
+    script = ("import torch, bastion.ops as o\n"
+              "try:\n    o.silu_and_mul(torch.ones(2, 4), backend='triton')\n"
+              "except ValueError as e:\n    print('ERROR', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "ERROR the triton backend needs CUDA tensors" in proc.stdout, proc.stdout + proc.stderr[-2000:]

@@ -43,11 +43,14 @@ def _require_float(name: str, t: torch.Tensor) -> None:
 
 
 def _require_layout(**tensors: torch.Tensor | None) -> None:
-    """Every tensor on one device with a unit stride in its last dim (what the kernels index)."""
+    """Every tensor on one device the kernels can run on, with a unit stride in its last dim."""
     present = {name: t for name, t in tensors.items() if t is not None}
     devices = {t.device for t in present.values()}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {({n: str(t.device) for n, t in present.items()})}")
+    if devices and next(iter(devices)).type != "cuda" and not kernels.interpreted():
+        raise ValueError(f"the triton backend needs CUDA tensors (got {next(iter(devices))}); CPU tensors only work "
+                         "under the Triton interpreter (TRITON_INTERPRET=1 set before importing bastion.kernels)")
     for name, t in present.items():
         if t.dim() > 0 and t.shape[-1] > 1 and t.stride(-1) != 1:
             raise ValueError(f"{name} needs a contiguous last dim (stride {t.stride(-1)}); call .contiguous()")
