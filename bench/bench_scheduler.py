@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -31,14 +32,14 @@ OUTPUT_LEN = (16, 256)
 VOCAB = 32000
 
 
-def cpp_factory(**kwargs):
+def cpp_factory(**kwargs: Any) -> Any:
     """bastion._core.Scheduler with the given limits."""
     from bastion._core import Scheduler
 
     return Scheduler(**kwargs)
 
 
-def ref_factory(**kwargs):
+def ref_factory(**kwargs: Any) -> RefScheduler:
     """The pure-Python reference with the given limits."""
     return RefScheduler(**kwargs)
 

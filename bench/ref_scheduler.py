@@ -9,6 +9,7 @@ purpose. See csrc/core/scheduler.h for the policy in words.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,7 +141,7 @@ class RefScheduler:
         self.next_arrival = 0
 
     # ---- requests -------------------------------------------------------------------------
-    def add_request(self, req_id: int, prompt_token_ids, priority: int = 0, cache_salt: int = 0,
+    def add_request(self, req_id: int, prompt_token_ids: Iterable[int], priority: int = 0, cache_salt: int = 0,
                     lora_id: int = 0) -> None:
         """Queue a request (ValueError on a duplicate id, empty prompt or one that can never fit)."""
         tokens = [int(t) for t in prompt_token_ids]
@@ -172,8 +173,9 @@ class RefScheduler:
         req.block_ids, req.num_indexed, req.status = [], 0, "finished"
         self.pending_finished.append(req.req_id)
 
-    def update(self, sampled, finished) -> None:
+    def update(self, sampled: Iterable[int], finished: Iterable[int]) -> None:
         """Append the last step's sampled tokens, then finish the given ids (and length-capped ones)."""
+        sampled = list(sampled)
         if len(sampled) != len(self.sampling):
             raise ValueError(f"sampled has {len(sampled)} tokens, expected {len(self.sampling)}")
         for req, tok in zip(self.sampling, sampled, strict=True):

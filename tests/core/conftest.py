@@ -17,7 +17,7 @@ NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 def make_scheduler(num_blocks: int = 32, block_size: int = 4, max_num_seqs: int = 8,
-                   max_num_batched_tokens: int = 64, max_model_len: int = 128, **kwargs) -> core.Scheduler:
+                   max_num_batched_tokens: int = 64, max_model_len: int = 128, **kwargs: object) -> core.Scheduler:
     """A small scheduler with overridable limits."""
     return core.Scheduler(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, max_model_len, **kwargs)
 
@@ -27,7 +27,8 @@ def tokens(n: int, start: int = 0) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.int32)
 
 
-def step_and_sample(sched, token: int = 7, finish: tuple[int, ...] = ()):
+def step_and_sample(sched: core.Scheduler, token: int = 7,
+                    finish: tuple[int, ...] = ()) -> tuple[list[int], list[int], list[int], list[int]]:
     """One step, then feed back `token` for every sampling request and finish `finish`.
 
     Returns (req_ids, num_scheduled_tokens, preempted_ids, finished_ids) copied out of the views.

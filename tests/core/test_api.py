@@ -17,7 +17,7 @@ from conftest import NO_IDS, core, make_scheduler, step_and_sample, tokens
      ({"policy": "lifo"}, "policy"), ({"long_prefill_token_threshold": -2}, "long_prefill_token_threshold"),
      ({"num_blocks": 2**40}, "num_blocks"), ({"hash_seed": -1}, "hash_seed"), ({"hash_seed": 2**64}, "hash_seed")],
 )
-def test_bad_config_names_the_field(kwargs, field):
+def test_bad_config_names_the_field(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         make_scheduler(**kwargs)
 
@@ -27,21 +27,21 @@ def test_bad_config_names_the_field(kwargs, field):
     [(np.zeros(0, dtype=np.int32), "empty"), (tokens(200), "can never fit"),
      (np.array([1, -3], dtype=np.int32), "negative"), (np.zeros((2, 2), dtype=np.int32), "1-D")],
 )
-def test_bad_prompt_is_rejected_with_the_reason(prompt, message):
+def test_bad_prompt_is_rejected_with_the_reason(prompt, message) -> None:
     s = make_scheduler(max_model_len=128)
     with pytest.raises(ValueError, match=message):
         s.add_request(1, prompt)
     assert s.stats()["num_waiting"] == 0
 
 
-def test_prompt_larger_than_the_pool_is_rejected_at_add():
+def test_prompt_larger_than_the_pool_is_rejected_at_add() -> None:
     s = make_scheduler(num_blocks=4, block_size=4, max_model_len=1000)
     with pytest.raises(ValueError, match="4 blocks x 4"):
         s.add_request(1, tokens(17))
     s.add_request(2, tokens(16))  # exactly the pool: accepted
 
 
-def test_duplicate_id_is_rejected_until_the_finished_one_is_reported():
+def test_duplicate_id_is_rejected_until_the_finished_one_is_reported() -> None:
     s = make_scheduler()
     s.add_request(1, tokens(3))
     with pytest.raises(ValueError, match="already in use"):
@@ -53,7 +53,7 @@ def test_duplicate_id_is_rejected_until_the_finished_one_is_reported():
     s.add_request(1, tokens(3))
 
 
-def test_update_validates_before_changing_anything():
+def test_update_validates_before_changing_anything() -> None:
     s = make_scheduler()
     s.add_request(1, tokens(3))
     s.step()
@@ -69,7 +69,7 @@ def test_update_validates_before_changing_anything():
     assert s.step().input_ids.tolist() == [11]
 
 
-def test_step_before_update_of_sampled_tokens_is_an_error():
+def test_step_before_update_of_sampled_tokens_is_an_error() -> None:
     s = make_scheduler()
     s.add_request(1, tokens(3))
     s.step()
@@ -77,7 +77,7 @@ def test_step_before_update_of_sampled_tokens_is_an_error():
         s.step()
 
 
-def test_per_request_queries_reject_unknown_ids():
+def test_per_request_queries_reject_unknown_ids() -> None:
     s = make_scheduler()
     with pytest.raises(ValueError, match="unknown request id 9"):
         s.num_cached_tokens(9)
@@ -85,7 +85,7 @@ def test_per_request_queries_reject_unknown_ids():
         s.num_preemptions(9)
 
 
-def test_step_output_dtypes_and_shapes_follow_the_contract():
+def test_step_output_dtypes_and_shapes_follow_the_contract() -> None:
     s = make_scheduler(max_model_len=64, block_size=4)
     s.add_request(1, tokens(5))
     s.add_request(2, tokens(2, start=9))
@@ -102,7 +102,7 @@ def test_step_output_dtypes_and_shapes_follow_the_contract():
     assert (out.num_reqs, out.num_tokens) == (2, 7)
 
 
-def test_step_arrays_are_views_that_keep_the_scheduler_alive():
+def test_step_arrays_are_views_that_keep_the_scheduler_alive() -> None:
     s = make_scheduler()
     s.add_request(1, tokens(4))
     first = s.step()
@@ -114,7 +114,7 @@ def test_step_arrays_are_views_that_keep_the_scheduler_alive():
     assert second.input_ids.tolist() == [1]  # the base object still owns the buffer
 
 
-def test_stats_report_pool_queues_and_usage():
+def test_stats_report_pool_queues_and_usage() -> None:
     s = make_scheduler(num_blocks=10, block_size=4, max_num_seqs=1)
     s.add_request(1, tokens(9))
     s.add_request(2, tokens(3))
@@ -124,7 +124,7 @@ def test_stats_report_pool_queues_and_usage():
                          "num_preemptions": 0, "kv_cache_usage": pytest.approx(0.3)}
 
 
-def test_adding_from_another_thread_while_stepping_keeps_state_consistent():
+def test_adding_from_another_thread_while_stepping_keeps_state_consistent() -> None:
     s = make_scheduler(num_blocks=64, max_num_seqs=16, max_num_batched_tokens=32)
     done = threading.Event()
 
@@ -146,6 +146,6 @@ def test_adding_from_another_thread_while_stepping_keeps_state_consistent():
     assert s.stats()["num_used_blocks"] == 0
 
 
-def test_module_exposes_the_contract_names():
+def test_module_exposes_the_contract_names() -> None:
     assert {"Scheduler", "StepOutput"} <= set(dir(core))
     assert core.Scheduler.step.__doc__

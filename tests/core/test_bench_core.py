@@ -23,10 +23,11 @@ def best_mean_step(workload: SteadyStateWorkload, repeats: int = 3) -> float:
 
 @pytest.fixture(scope="module")
 def workloads() -> tuple[SteadyStateWorkload, SteadyStateWorkload]:
+    """C++ and Python schedulers warmed up on identical traffic."""
     return SteadyStateWorkload(cpp_factory, RUNNING, seed=1), SteadyStateWorkload(ref_factory, RUNNING, seed=1)
 
 
-def test_cpp_step_beats_the_python_reference_by_a_wide_margin(benchmark, workloads):
+def test_cpp_step_beats_the_python_reference_by_a_wide_margin(benchmark, workloads) -> None:
     cpp, ref = workloads
     benchmark.pedantic(cpp.timed_steps, args=(STEPS,), rounds=5, warmup_rounds=1)
     speedup = best_mean_step(ref) / best_mean_step(cpp)
@@ -34,7 +35,7 @@ def test_cpp_step_beats_the_python_reference_by_a_wide_margin(benchmark, workloa
     assert speedup >= 5, f"C++ step only {speedup:.1f}x faster than the Python reference"
 
 
-def test_cpp_step_cost_grows_no_worse_than_linearly():
+def test_cpp_step_cost_grows_no_worse_than_linearly() -> None:
     small = SteadyStateWorkload(cpp_factory, 64, seed=2)
     large = SteadyStateWorkload(cpp_factory, 512, seed=2)
     per_request_small = best_mean_step(small, repeats=5) / 64

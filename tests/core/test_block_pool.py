@@ -6,7 +6,7 @@ import numpy as np
 from conftest import make_scheduler, step_and_sample, tokens
 
 
-def test_fresh_pool_hands_out_blocks_in_id_order():
+def test_fresh_pool_hands_out_blocks_in_id_order() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(10))
     s.step()
@@ -14,7 +14,7 @@ def test_fresh_pool_hands_out_blocks_in_id_order():
     assert s.debug_free_list() == [3, 4, 5, 6, 7]
 
 
-def test_finished_request_frees_blocks_in_reverse_order_at_the_mru_end():
+def test_finished_request_frees_blocks_in_reverse_order_at_the_mru_end() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(12))
     step_and_sample(s, finish=(1,))
@@ -23,7 +23,7 @@ def test_finished_request_frees_blocks_in_reverse_order_at_the_mru_end():
     assert s.debug_ref_counts().tolist() == [0] * 8
 
 
-def test_freed_blocks_stay_cached_until_reallocated():
+def test_freed_blocks_stay_cached_until_reallocated() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(12))
     step_and_sample(s, finish=(1,))
@@ -42,7 +42,7 @@ def test_freed_blocks_stay_cached_until_reallocated():
     assert s.debug_block_tables()[3][:2] == [0, 1]
 
 
-def test_prefix_hit_takes_a_cached_block_off_the_middle_of_the_free_list():
+def test_prefix_hit_takes_a_cached_block_off_the_middle_of_the_free_list() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(12))
     step_and_sample(s, finish=(1,))
@@ -54,7 +54,7 @@ def test_prefix_hit_takes_a_cached_block_off_the_middle_of_the_free_list():
     assert s.num_cached_tokens(2) == 8
 
 
-def test_shared_prefix_blocks_carry_one_reference_per_holder():
+def test_shared_prefix_blocks_carry_one_reference_per_holder() -> None:
     s = make_scheduler(num_blocks=16, block_size=4)
     s.add_request(1, tokens(9))
     step_and_sample(s)
@@ -69,7 +69,7 @@ def test_shared_prefix_blocks_carry_one_reference_per_holder():
     s.check_invariants()
 
 
-def test_abort_returns_every_block_to_the_pool():
+def test_abort_returns_every_block_to_the_pool() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(10))
     s.add_request(2, tokens(6, start=50))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_scheduler, step_and_sample, tokens
+from conftest import core, make_scheduler, step_and_sample, tokens
 
 
-def three_running(policy: str, priorities: tuple[int, int, int]):
+def three_running(policy: str, priorities: tuple[int, int, int]) -> core.Scheduler:
     """Requests 1, 2, 3 of 4 tokens each filling 6 of 7 blocks (block_size 2), one token sampled."""
     s = make_scheduler(num_blocks=7, block_size=2, policy=policy, enable_prefix_caching=False)
     for req_id, prio in zip((1, 2, 3), priorities, strict=True):
@@ -15,7 +15,7 @@ def three_running(policy: str, priorities: tuple[int, int, int]):
     return s
 
 
-def test_fcfs_preempts_the_newest_and_requeues_it_at_the_head():
+def test_fcfs_preempts_the_newest_and_requeues_it_at_the_head() -> None:
     s = three_running("fcfs", (0, 0, 0))
     s.add_request(4, tokens(1, start=90))
     ids, counts, preempted, _ = step_and_sample(s)
@@ -27,7 +27,7 @@ def test_fcfs_preempts_the_newest_and_requeues_it_at_the_head():
     assert s.num_computed_tokens(3) == 0
 
 
-def test_preempted_request_recomputes_prompt_and_generated_tokens():
+def test_preempted_request_recomputes_prompt_and_generated_tokens() -> None:
     s = three_running("fcfs", (0, 0, 0))
     step_and_sample(s, finish=(1, 2))
     ids, counts, _, finished = step_and_sample(s)
@@ -36,7 +36,7 @@ def test_preempted_request_recomputes_prompt_and_generated_tokens():
     assert s.num_tokens(3) == 6
 
 
-def test_priority_preempts_the_worst_priority_even_if_already_scheduled():
+def test_priority_preempts_the_worst_priority_even_if_already_scheduled() -> None:
     s = make_scheduler(num_blocks=7, block_size=2, policy="priority", enable_prefix_caching=False)
     s.add_request(1, tokens(4), priority=5)
     step_and_sample(s)
@@ -50,7 +50,7 @@ def test_priority_preempts_the_worst_priority_even_if_already_scheduled():
     assert (ids, counts) == ([2, 3], [1, 1])
 
 
-def test_priority_victim_can_be_the_request_itself():
+def test_priority_victim_can_be_the_request_itself() -> None:
     s = make_scheduler(num_blocks=4, block_size=2, policy="priority", enable_prefix_caching=False)
     s.add_request(1, tokens(3), priority=0)
     s.add_request(2, tokens(4, start=20), priority=5)
@@ -60,14 +60,14 @@ def test_priority_victim_can_be_the_request_itself():
     assert s.debug_waiting_ids() == [2]
 
 
-def test_priority_waiting_queue_orders_by_priority_then_arrival():
+def test_priority_waiting_queue_orders_by_priority_then_arrival() -> None:
     s = make_scheduler(max_num_seqs=1, policy="priority")
     for req_id, prio in ((1, 3), (2, 1), (3, 3), (4, 0), (5, 1)):
         s.add_request(req_id, tokens(2), priority=prio)
     assert s.debug_waiting_ids() == [4, 2, 5, 1, 3]
 
 
-def test_priority_preempted_request_is_requeued_in_priority_order():
+def test_priority_preempted_request_is_requeued_in_priority_order() -> None:
     s = three_running("priority", (0, 1, 5))
     s.add_request(8, tokens(2, start=80), priority=9)
     s.add_request(9, tokens(2, start=90), priority=0)
@@ -75,7 +75,7 @@ def test_priority_preempted_request_is_requeued_in_priority_order():
     assert s.debug_waiting_ids() == [9, 3, 8]
 
 
-def test_abort_of_running_and_waiting_requests():
+def test_abort_of_running_and_waiting_requests() -> None:
     s = make_scheduler(max_num_seqs=1)
     s.add_request(1, tokens(5))
     s.add_request(2, tokens(5))
@@ -89,7 +89,7 @@ def test_abort_of_running_and_waiting_requests():
     assert finished == [1, 2]
 
 
-def test_abort_between_step_and_update_skips_the_sample():
+def test_abort_between_step_and_update_skips_the_sample() -> None:
     s = make_scheduler()
     s.add_request(1, tokens(3))
     s.add_request(2, tokens(3, start=20))
@@ -100,7 +100,7 @@ def test_abort_between_step_and_update_skips_the_sample():
     assert s.num_tokens(1) == 3 and s.num_tokens(2) == 4
 
 
-def test_finish_frees_blocks_and_is_reported_once():
+def test_finish_frees_blocks_and_is_reported_once() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(5))
     step_and_sample(s, finish=(1,))

@@ -13,7 +13,7 @@ def finished_prompt(s, req_id: int, prompt: np.ndarray, **kwargs) -> None:
     step_and_sample(s, finish=(req_id,))
 
 
-def test_identical_prompt_hits_and_is_counted_in_tokens():
+def test_identical_prompt_hits_and_is_counted_in_tokens() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(11))
     s.add_request(2, tokens(11))
@@ -25,7 +25,7 @@ def test_identical_prompt_hits_and_is_counted_in_tokens():
     assert (stats["prefix_cache_hits"], stats["prefix_cache_queries"]) == (8, 22)
 
 
-def test_hit_never_covers_the_whole_prompt():
+def test_hit_never_covers_the_whole_prompt() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(12))
     s.add_request(2, tokens(12))
@@ -35,14 +35,14 @@ def test_hit_never_covers_the_whole_prompt():
     assert out.do_sample.tolist() == [1]
 
 
-def test_partial_last_block_is_not_indexed():
+def test_partial_last_block_is_not_indexed() -> None:
     s = make_scheduler(num_blocks=8, block_size=4)
     s.add_request(1, tokens(10))
     s.step()
     assert sorted(s.debug_cached_blocks()) == [0, 1]
 
 
-def test_different_cache_salt_never_shares_blocks():
+def test_different_cache_salt_never_shares_blocks() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(13), cache_salt=111)
     s.add_request(2, tokens(13), cache_salt=222)
@@ -52,7 +52,7 @@ def test_different_cache_salt_never_shares_blocks():
     assert s.num_cached_tokens(3) == 12
 
 
-def test_different_lora_id_never_shares_blocks():
+def test_different_lora_id_never_shares_blocks() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(9), lora_id=5)
     s.add_request(2, tokens(9), lora_id=6)
@@ -61,7 +61,7 @@ def test_different_lora_id_never_shares_blocks():
     assert (s.num_cached_tokens(2), s.num_cached_tokens(3)) == (0, 8)
 
 
-def test_divergent_token_stops_the_hit_at_that_block():
+def test_divergent_token_stops_the_hit_at_that_block() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(16))
     changed = tokens(16)
@@ -72,18 +72,19 @@ def test_divergent_token_stops_the_hit_at_that_block():
 
 
 def cached_hashes(seed: int) -> list[int]:
+    """Hashes of the full blocks of one fixed prompt under `seed`."""
     s = make_scheduler(block_size=4, hash_seed=seed)
     s.add_request(1, tokens(12))
     s.step()
     return sorted(s.debug_cached_blocks().values())
 
 
-def test_hash_seed_is_deterministic_and_changes_every_hash():
+def test_hash_seed_is_deterministic_and_changes_every_hash() -> None:
     assert cached_hashes(3) == cached_hashes(3)
     assert not set(cached_hashes(3)) & set(cached_hashes(4))
 
 
-def test_generated_tokens_fill_blocks_that_later_prompts_hit():
+def test_generated_tokens_fill_blocks_that_later_prompts_hit() -> None:
     s = make_scheduler(block_size=4)
     s.add_request(1, tokens(6))
     for _ in range(3):
@@ -95,7 +96,7 @@ def test_generated_tokens_fill_blocks_that_later_prompts_hit():
 
 
 @pytest.mark.parametrize("policy", ["fcfs", "priority"])
-def test_disabled_prefix_caching_never_hits_or_indexes(policy):
+def test_disabled_prefix_caching_never_hits_or_indexes(policy) -> None:
     s = make_scheduler(block_size=4, enable_prefix_caching=False, policy=policy)
     finished_prompt(s, 1, tokens(12))
     s.add_request(2, tokens(12))

@@ -18,13 +18,15 @@ FIELDS = ("req_ids", "num_scheduled_tokens", "input_ids", "positions", "slot_map
 
 
 def random_config(rng: random.Random) -> dict:
+    """Tiny random limits that make preemption and prefix hits common."""
     return dict(num_blocks=rng.randint(4, 24), block_size=rng.randint(1, 4), max_num_seqs=rng.randint(1, 6),
                 max_num_batched_tokens=rng.randint(1, 24), max_model_len=rng.randint(8, 64),
                 enable_prefix_caching=rng.random() < 0.8, policy=rng.choice(["fcfs", "priority"]),
                 long_prefill_token_threshold=rng.choice([0, 0, 3, 8]))
 
 
-def add_to_both(cpp, ref, rng: random.Random, req_id: int) -> None:
+def add_to_both(cpp: core.Scheduler, ref: RefScheduler, rng: random.Random, req_id: int) -> None:
+    """Add the same random request to both; they must accept or reject it alike."""
     prompt = np.array([rng.randint(0, 3) for _ in range(rng.randint(1, 30))], dtype=np.int32)
     kwargs = dict(priority=rng.randint(0, 3), cache_salt=rng.randint(0, 1))
     outcomes = []
@@ -38,7 +40,7 @@ def add_to_both(cpp, ref, rng: random.Random, req_id: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_cpp_and_reference_agree_step_by_step(seed):
+def test_cpp_and_reference_agree_step_by_step(seed) -> None:
     rng = random.Random(seed)
     config = random_config(rng)
     cpp, ref = core.Scheduler(**config), RefScheduler(**config)

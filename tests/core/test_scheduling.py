@@ -6,7 +6,7 @@ import numpy as np
 from conftest import make_scheduler, step_and_sample, tokens
 
 
-def test_long_prompt_is_prefilled_in_budget_sized_chunks():
+def test_long_prompt_is_prefilled_in_budget_sized_chunks() -> None:
     s = make_scheduler(max_num_batched_tokens=8)
     s.add_request(1, tokens(20))
     seen = []
@@ -18,7 +18,7 @@ def test_long_prompt_is_prefilled_in_budget_sized_chunks():
     assert s.num_tokens(1) == 21
 
 
-def test_decode_and_prefill_chunk_share_a_step_running_first():
+def test_decode_and_prefill_chunk_share_a_step_running_first() -> None:
     s = make_scheduler(max_num_batched_tokens=6)
     s.add_request(1, tokens(3))
     step_and_sample(s)
@@ -31,7 +31,7 @@ def test_decode_and_prefill_chunk_share_a_step_running_first():
     assert out.cu_seqlens_q.tolist() == [0, 1, 6]
 
 
-def test_token_budget_bounds_every_step():
+def test_token_budget_bounds_every_step() -> None:
     s = make_scheduler(max_num_batched_tokens=10, max_num_seqs=8)
     for i in range(5):
         s.add_request(i, tokens(7, start=10 * i))
@@ -40,7 +40,7 @@ def test_token_budget_bounds_every_step():
     assert totals[:3] == [10, 10, 10]
 
 
-def test_max_num_seqs_caps_running_requests():
+def test_max_num_seqs_caps_running_requests() -> None:
     s = make_scheduler(max_num_seqs=2)
     for i in range(5):
         s.add_request(i, tokens(3, start=10 * i))
@@ -49,7 +49,7 @@ def test_max_num_seqs_caps_running_requests():
     assert s.stats()["num_running"] == 2 and s.stats()["num_waiting"] == 3
 
 
-def test_long_prefill_threshold_caps_each_chunk():
+def test_long_prefill_threshold_caps_each_chunk() -> None:
     s = make_scheduler(max_num_batched_tokens=64, long_prefill_token_threshold=5)
     s.add_request(1, tokens(12))
     s.add_request(2, tokens(3, start=100))
@@ -57,7 +57,7 @@ def test_long_prefill_threshold_caps_each_chunk():
     assert (ids, counts) == ([1, 2], [5, 3])
 
 
-def test_flat_arrays_agree_with_block_tables():
+def test_flat_arrays_agree_with_block_tables() -> None:
     s = make_scheduler(block_size=4, max_num_batched_tokens=16)
     s.add_request(1, tokens(6))
     s.add_request(2, tokens(13, start=40))
@@ -75,7 +75,7 @@ def test_flat_arrays_agree_with_block_tables():
     assert out.block_table.shape == (2, s.max_blocks_per_seq)
 
 
-def test_request_is_finished_by_length_at_max_model_len():
+def test_request_is_finished_by_length_at_max_model_len() -> None:
     s = make_scheduler(max_model_len=8)
     s.add_request(1, tokens(6))
     step_and_sample(s)
@@ -86,7 +86,7 @@ def test_request_is_finished_by_length_at_max_model_len():
     assert (ids, finished) == ([], [1])
 
 
-def test_pool_size_also_limits_request_length():
+def test_pool_size_also_limits_request_length() -> None:
     s = make_scheduler(num_blocks=2, block_size=4, max_model_len=100)
     s.add_request(1, tokens(7))
     step_and_sample(s)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from conftest import NO_IDS, make_scheduler
+from conftest import NO_IDS, core, make_scheduler
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+StepOutput = core.StepOutput
 
 
 @dataclass
@@ -32,7 +34,9 @@ class SchedulerMachine(RuleBasedStateMachine):
     @initialize(num_blocks=st.integers(4, 24), block_size=st.integers(1, 4), max_num_seqs=st.integers(1, 6),
                 budget=st.integers(1, 24), max_model_len=st.integers(4, 64), caching=st.booleans(),
                 policy=st.sampled_from(["fcfs", "priority"]), threshold=st.sampled_from([0, 0, 2, 7]))
-    def setup(self, num_blocks, block_size, max_num_seqs, budget, max_model_len, caching, policy, threshold):
+    def setup(self, num_blocks: int, block_size: int, max_num_seqs: int, budget: int, max_model_len: int,
+              caching: bool, policy: str, threshold: int) -> None:
+        """A tiny pool and limits, so preemption and eviction happen often."""
         self.s = make_scheduler(num_blocks, block_size, max_num_seqs, budget, max_model_len,
                                 enable_prefix_caching=caching, policy=policy, long_prefill_token_threshold=threshold)
         self.cfg = dict(num_blocks=num_blocks, bs=block_size, seqs=max_num_seqs, budget=budget, policy=policy,
@@ -43,7 +47,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @rule(prompt=st.lists(st.integers(0, 2), min_size=1, max_size=40), priority=st.integers(0, 2),
           salt=st.integers(0, 1))
-    def add(self, prompt, priority, salt):
+    def add(self, prompt: list[int], priority: int, salt: int) -> None:
+        """Add a request (tiny alphabet: prefix hits are frequent); unfittable prompts must be rejected."""
         req_id, self.next_id = self.next_id, self.next_id + 1
         if len(prompt) > self.cfg["max_len"]:
             try:
@@ -56,7 +61,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(m.status != "finished" for m in self.models.values()))
     @rule(data=st.data())
-    def abort(self, data):
+    def abort(self, data: st.DataObject) -> None:
+        """Abort a live request; it is reported in the next step's finished_ids."""
         live = sorted(i for i, m in self.models.items() if m.status != "finished")
         req_id = data.draw(st.sampled_from(live))
         assert self.s.abort(req_id)
@@ -64,7 +70,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.unreported.append(req_id)
 
     @rule(data=st.data())
-    def step(self, data):
+    def step(self, data: st.DataObject) -> None:
+        """One step, every cross-check, then random samples and finishes."""
         was_running = {i for i, m in self.models.items() if m.status == "running"}
         was_waiting = any(m.status == "waiting" for m in self.models.values())
         out = self.s.step()
@@ -80,7 +87,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.s.check_invariants()
         self.sample_and_finish(out, data)
 
-    def check_preempted(self, out):
+    def check_preempted(self, out: StepOutput) -> None:
+        """Preempted requests were running, leave the plan, and (fcfs) head the waiting queue."""
         preempted = out.preempted_ids.tolist()
         for req_id in preempted:
             m = self.models[req_id]
@@ -92,7 +100,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         if self.cfg["policy"] == "fcfs" and preempted:
             assert self.s.debug_waiting_ids()[: len(preempted)] == preempted[::-1]
 
-    def check_scheduled(self, out, was_running):
+    def check_scheduled(self, out: StepOutput, was_running: set[int]) -> None:
+        """Caps hold and each request is fed exactly its next tokens at the right positions."""
         cfg = self.cfg
         assert out.num_tokens <= cfg["budget"] and out.num_reqs <= cfg["seqs"]
         assert len(self.s.debug_running_ids()) <= cfg["seqs"]
@@ -115,7 +124,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert out.seq_lens[r] == m.computed <= cfg["max_len"]
             assert out.do_sample[r] == (m.computed == len(m.tokens))
 
-    def check_blocks(self, out):
+    def check_blocks(self, out: StepOutput) -> None:
+        """Ref counts match holders, only cached blocks are shared, slots match block tables."""
         bs, tables = self.cfg["bs"], self.s.debug_block_tables()
         holders = np.zeros(self.cfg["num_blocks"], dtype=np.int64)
         for req_id, blocks in tables.items():
@@ -136,7 +146,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             pos = out.positions[lo:hi]
             assert (out.slot_mapping[lo:hi] == row[pos // bs] * bs + pos % bs).all()
 
-    def sample_and_finish(self, out, data):
+    def sample_and_finish(self, out: StepOutput, data: st.DataObject) -> None:
+        """Feed random tokens back, finish some, and check finished ones computed all but the last token."""
         sampling = out.req_ids[out.do_sample == 1].tolist()
         sampled = data.draw(st.lists(st.integers(0, 2), min_size=len(sampling), max_size=len(sampling)))
         finished = [i for i in sampling if data.draw(st.booleans(), label=f"finish {i}")]
@@ -152,7 +163,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.unreported.append(req_id)
 
     @invariant()
-    def queue_sizes_match_the_model(self):
+    def queue_sizes_match_the_model(self) -> None:
+        """Running and waiting counts agree with the model after every rule."""
         if not hasattr(self, "s"):
             return
         stats = self.s.stats()
