@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels run in the interpreter on CPU-only hosts; this must be set before any kernel module is
+# imported (the @triton.jit decorators read it), so it lives in the top-level conftest.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 # Tests must never download weights: transformers / huggingface_hub stay offline everywhere.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
