@@ -145,6 +145,11 @@ class EngineCore:
             req = self._by_core_id.get(int(core_id))
             if req is not None:
                 req.metrics.num_preemptions += 1
+        for core_id in step.finished_ids:  # the core ends a request that reaches its longest length
+            req = self._by_core_id.get(int(core_id))
+            if req is not None and not req.finished:
+                self._finish(req, "length")
+                touched.append(req)
         scheduled = [self._by_core_id[int(i)] for i in step.req_ids]
         for req in scheduled:
             if req.metrics.first_scheduled_time is None:
