@@ -20,6 +20,26 @@ from bastion.model.config import ModelConfig
 from bastion.model.rope import build_cos_sin_cache
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+RopeTables = tuple[torch.Tensor, torch.Tensor]
+
+
+def rope_tables(cos_sin_cache: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> RopeTables:
+    """``(cos, sin)`` of shape ``[T, 1, rot_dim/2]`` for this step's positions, gathered once for all layers."""
+    cos, sin = cos_sin_cache.index_select(0, positions).to(dtype).unsqueeze(1).chunk(2, dim=-1)
+    return cos, sin
+
+
+def rotate_neox_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Neox rotary of ``x [T, H, D]`` in place (pairs ``(i, i + rot_dim/2)``; dims past rot_dim untouched).
+
+    Six elementwise ops per call instead of the gather + chunk + cat of the generic op: on the CPU
+    the per-layer overhead of rotary is otherwise as large as the attention itself at decode.
+    """
+    half = cos.shape[-1]
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    x1_sin, x2_sin = x1 * sin, x2 * sin
+    x1.mul_(cos).sub_(x2_sin)
+    x2.mul_(cos).add_(x1_sin)
 
 
 class RMSNorm(nn.Module):
@@ -52,14 +72,23 @@ class LlamaAttention(nn.Module):
         self.sliding_window = config.sliding_window
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-                attn: AttentionMetadata, kv_cache: KVCache) -> torch.Tensor:
-        """``x [T, hidden]`` -> attention output ``[T, hidden]``; writes this step's K/V into ``kv_cache``."""
+                attn: AttentionMetadata, kv_cache: KVCache, rope: RopeTables | None = None) -> torch.Tensor:
+        """``x [T, hidden]`` -> attention output ``[T, hidden]``; writes this step's K/V into ``kv_cache``.
+
+        With ``rope`` (see ``rope_tables``) q and k are rotated in place in the QKV output instead of
+        through ``ops.rotary_embedding``.
+        """
         tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+        qkv = self.qkv_proj(x)
+        if rope is not None:
+            qk = qkv[:, :self.q_size + self.kv_size].view(tokens, self.num_heads + self.num_kv_heads, self.head_dim)
+            rotate_neox_(qk, *rope)
+        q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
         q = q.view(tokens, self.num_heads, self.head_dim)
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = ops.rotary_embedding(positions, q, k, cos_sin_cache, is_neox=True)
+        if rope is None:
+            q, k = ops.rotary_embedding(positions, q, k, cos_sin_cache, is_neox=True)
         k_cache, v_cache = kv_cache
         ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping)
         out = ops.paged_attention(q, k_cache, v_cache, attn.block_table, attn.seq_lens, attn.cu_seqlens_q,
@@ -94,14 +123,14 @@ class LlamaDecoderLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
                 cos_sin_cache: torch.Tensor, attn: AttentionMetadata,
-                kv_cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+                kv_cache: KVCache, rope: RopeTables | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(block output, residual stream)``; their sum is the layer's hidden state."""
         if residual is None:  # first layer: the embeddings are the residual stream
             residual = hidden
             x = self.input_layernorm(hidden)
         else:
             x, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(x, positions, cos_sin_cache, attn, kv_cache)
+        hidden = self.self_attn(x, positions, cos_sin_cache, attn, kv_cache, rope)
         x, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(x), residual
 
@@ -153,8 +182,11 @@ class LlamaForCausalLM(nn.Module):
             raise ValueError(f"kv_caches has {len(kv_caches)} layers, the model has {len(self.layers)}")
         hidden = self.embed_tokens(input_ids)
         residual: torch.Tensor | None = None
+        # CPU fp32: gather cos/sin once per step and rotate in place (GPU backends fuse rotary already)
+        rope = (rope_tables(self.cos_sin_cache, positions, hidden.dtype)
+                if hidden.device.type == "cpu" and hidden.dtype == torch.float32 else None)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden, residual = layer(hidden, residual, positions, self.cos_sin_cache, attn, kv_cache)
+            hidden, residual = layer(hidden, residual, positions, self.cos_sin_cache, attn, kv_cache, rope)
         out, _ = self.norm(hidden, residual)  # config validation guarantees >= 1 layer, so residual is set
         return out
 
