@@ -1,0 +1,234 @@
+"""Shared helpers of the end-to-end benchmarks: prompts, latency statistics and the bastion runs.
+
+Used by ``bench_e2e.py``, ``bench_async.py`` and ``tests/bench`` so all of them measure exactly the
+same workload (including the llama-cpp-python peer). Every figure comes from wall-clock times of a
+real run; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+TokenPrompts = list[list[int]]
+
+_FILLER = ("The committee reviewed the quarterly figures, the shipping schedule and the new safety rules "
+           "before lunch; afterwards each team explained what had changed since spring and why. ")
+
+
+def num_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def build_prompts(tokenizer: Any, n: int, length: int) -> TokenPrompts:
+    """``n`` prompts of exactly ``length`` token ids, different within their first KV block.
+
+    Each prompt starts with its own number, so neither bastion's prefix cache nor llama.cpp's
+    prefix reuse can skip work that the other engine must do.
+    """
+    base = tokenizer.encode(_FILLER * (length // 8 + 4), add_special_tokens=False)
+    prompts = []
+    for i in range(n):
+        head = tokenizer.encode(f"Report {i * 7919 % 100003}: ", add_special_tokens=False)
+        ids = (head + base[i % 17:])[:length]
+        if len(ids) != length:
+            raise ValueError(f"could not build a {length}-token prompt (got {len(ids)})")
+        prompts.append(ids)
+    return prompts
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100, linear interpolation) of ``values``; NaN when empty."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+@dataclass
+class RunResult:
+    """Throughput and per-request latency of one engine over one workload."""
+
+    name: str
+    wall_s: float
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: list[float] = field(default_factory=list)
+    tpot_s: list[float] = field(default_factory=list)
+
+    @property
+    def output_tok_s(self) -> float:
+        """Generated tokens per wall-clock second (prefill time included)."""
+        return self.output_tokens / self.wall_s
+
+    @property
+    def total_tok_s(self) -> float:
+        """Prompt plus generated tokens per wall-clock second."""
+        return (self.prompt_tokens + self.output_tokens) / self.wall_s
+
+    def summary(self) -> dict[str, float]:
+        """Flat figures for JSON: tok/s, TTFT and TPOT p50/p99 in milliseconds."""
+        out = {"output_tok_s": round(self.output_tok_s, 2), "total_tok_s": round(self.total_tok_s, 2),
+               "wall_s": round(self.wall_s, 3), "output_tokens": self.output_tokens}
+        for key, values in (("ttft", self.ttft_s), ("tpot", self.tpot_s)):
+            if values:
+                out[f"{key}_p50_ms"] = round(pct(values, 50) * 1e3, 2)
+                out[f"{key}_p99_ms"] = round(pct(values, 99) * 1e3, 2)
+        return out
+
+
+def from_request_outputs(name: str, outputs: Sequence[Any], wall_s: float) -> RunResult:
+    """A ``RunResult`` from bastion ``RequestOutput``s (TTFT/TPOT from their metrics)."""
+    res = RunResult(name, wall_s, sum(len(o.prompt_token_ids) for o in outputs),
+                    sum(o.metrics.num_generated_tokens for o in outputs))
+    for o in outputs:
+        if o.metrics.time_to_first_token is not None:
+            res.ttft_s.append(o.metrics.time_to_first_token)
+        if o.metrics.time_per_output_token is not None:
+            res.tpot_s.append(o.metrics.time_per_output_token)
+    return res
+
+
+def greedy_params(max_tokens: int) -> Any:
+    """Greedy, fixed-length sampling parameters (``ignore_eos``) for bastion."""
+    from bastion import SamplingParams
+
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+
+
+def run_bastion_batch(llm: Any, prompts: TokenPrompts, max_tokens: int, name: str = "bastion") -> RunResult:
+    """All prompts through one ``LLM.generate`` call (continuous batching)."""
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, greedy_params(max_tokens), use_tqdm=False)
+    return from_request_outputs(name, outputs, time.perf_counter() - start)
+
+
+def run_bastion_single(llm: Any, prompt: list[int], max_tokens: int) -> float:
+    """Single-stream decode tok/s of one request (1 / its TPOT)."""
+    out = llm.generate([prompt], greedy_params(max_tokens), use_tqdm=False)[0]
+    tpot = out.metrics.time_per_output_token
+    return 1.0 / tpot if tpot else float("nan")
+
+
+def warm_up(llm: Any, prompts: TokenPrompts) -> None:
+    """One short batched call so lazy imports, kernels and allocator pools are ready."""
+    llm.generate([p[:32] for p in prompts[:4]], greedy_params(4), use_tqdm=False)
+
+
+def llamacpp_available() -> bool:
+    """Whether llama-cpp-python can be imported."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LlamaCppPeer:
+    """llama-cpp-python on the same GGUF, serving requests one after another (its Python API)."""
+
+    def __init__(self, model_path: str | os.PathLike[str], n_ctx: int, n_threads: int | None = None) -> None:
+        """Load the GGUF with ``n_threads`` (default: all cores) and a context of ``n_ctx`` tokens."""
+        from llama_cpp import Llama
+
+        threads = n_threads or num_cores()
+        self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_threads=threads,
+                         n_threads_batch=threads, verbose=False)
+
+    def generate(self, prompt: list[int], max_tokens: int) -> tuple[float, float | None, int]:
+        """Greedy-generate ``max_tokens`` (EOS ignored) from a fresh context: ``(ttft, tpot, n)``."""
+        self.llm.reset()  # no prefix reuse between requests: every prompt is prefilled in full
+        start = time.perf_counter()
+        first = last = start
+        n = 0
+        for _ in self.llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            n += 1
+            last = time.perf_counter()
+            if n == 1:
+                first = last
+            if n >= max_tokens:
+                break
+        tpot = (last - first) / (n - 1) if n > 1 else None
+        return first - start, tpot, n
+
+    def run(self, prompts: TokenPrompts, max_tokens: int, progress: bool = False) -> RunResult:
+        """Every prompt in turn; TTFT is measured from the start of the whole run, like bastion's batch."""
+        res = RunResult("llama-cpp-python", 0.0, sum(len(p) for p in prompts), 0)
+        start = time.perf_counter()
+        for prompt in tqdm(prompts, desc="llama-cpp-python", unit="req", disable=not progress):
+            queued = time.perf_counter() - start
+            ttft, tpot, n = self.generate(prompt, max_tokens)
+            res.ttft_s.append(queued + ttft)
+            if tpot is not None:
+                res.tpot_s.append(tpot)
+            res.output_tokens += n
+        res.wall_s = time.perf_counter() - start
+        return res
+
+
+def median_ratio(pairs: Sequence[tuple[float, float]]) -> float:
+    """Median of ``a / b`` over interleaved measurement pairs (robust to a noisy neighbour)."""
+    return statistics.median(a / b for a, b in pairs)
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    """Print ``result`` as one JSON object, or as aligned ``key: value`` lines."""
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    for key, value in result.items():
+        print(f"{key:>28}: {value}")
+
+
+# cProfile function name -> category of the bastion profile breakdown (first match wins)
+_CATEGORIES = (
+    ("GEMM (torch linear/embedding)", ("built-in method torch._C._nn.linear", "built-in method torch.embedding",
+                                       "method 'index_select'")),
+    ("attention (C++ paged attn + KV write)", ("paged_attention", "reshape_and_cache")),
+    ("rotary", ("rotate_neox_", "rope_tables", "rotary_embedding", "_rotate")),
+    ("norm + SiLU (C++)", ("_core.cpu.rms_norm", "_core.cpu.silu_and_mul")),
+    ("sampling", ("sampler.py", "ops/sampling.py", "argmax")),
+    ("scheduler (C++ step/update)", ("method 'step' of 'bastion._core", "method 'update' of 'bastion._core")),
+    ("detokenize + stop checks", ("detokenizer.py", "stop.py", "tokenizer.py")),
+)
+
+
+def profile_breakdown(fn: Any) -> dict[str, float]:
+    """Run ``fn()`` under cProfile; return the share (%) of its wall time per category of work.
+
+    Leaf (self) times of C/C++ calls are attributed to categories; everything else, i.e. Python
+    interpreter time in the model, engine and op wrappers, is "Python overhead".
+    """
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.runcall(fn)
+    wall = time.perf_counter() - start
+    shares = dict.fromkeys([name for name, _ in _CATEGORIES], 0.0)
+    accounted = 0.0
+    for (filename, _, func), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():  # type: ignore[attr-defined]
+        label = f"{filename}:{func}"
+        for name, needles in _CATEGORIES:
+            if any(n in label for n in needles):
+                shares[name] += tottime
+                accounted += tottime
+                break
+    total = sum(st[2] for st in pstats.Stats(prof).stats.values())  # type: ignore[attr-defined]
+    shares["Python overhead (model/engine/op wrappers)"] = total - accounted
+    return {k: round(100.0 * v / wall, 1) for k, v in shares.items()} | {"wall_s": round(wall, 2)}

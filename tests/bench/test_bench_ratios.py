@@ -1,0 +1,97 @@
+"""CI-sized end-to-end benchmarks that assert only RATIOS, never absolute times.
+
+Tiny workload (8 requests x 32 prompt tokens x 16 output tokens, greedy, EOS ignored) on the
+embedded SmolLM2 GGUF. Engines are measured in the same process, interleaved, best of two rounds
+each, so a busy CI host slows both sides alike. Thresholds are conservative but still meaningful:
+continuous batching must beat one-request-at-a-time llama.cpp outright, and streaming through
+AsyncLLM must not lose more than half the batch throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from common import LlamaCppPeer, build_prompts, llamacpp_available, run_bastion_batch, warm_up  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+REQUESTS, PROMPT_TOKENS, MAX_TOKENS, ROUNDS = 8, 32, 16, 2
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[Any]:
+    """One engine for the module; prefix caching off so repeated rounds prefill in full."""
+    import bastion
+
+    engine = bastion.LLM(max_num_seqs=REQUESTS, enable_prefix_caching=False)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def prompts(llm: Any) -> list[list[int]]:
+    """The tiny workload's prompts, exactly PROMPT_TOKENS long."""
+    out = build_prompts(llm.tokenizer, REQUESTS, PROMPT_TOKENS)
+    warm_up(llm, out)
+    return out
+
+
+def test_prompts_have_exact_length_and_distinct_first_block(prompts: list[list[int]]) -> None:
+    """The workload is what the ratios claim: exact lengths, no shared first KV block."""
+    assert all(len(p) == PROMPT_TOKENS for p in prompts)
+    assert len({tuple(p[:16]) for p in prompts}) == REQUESTS
+
+
+def test_batched_beats_llamacpp_sequential(llm: Any, prompts: list[list[int]]) -> None:
+    """bastion's batched output tok/s > llama-cpp-python's sequential tok/s (same GGUF, same threads)."""
+    if not llamacpp_available():
+        pytest.skip("llama-cpp-python is not installed")
+    import torch
+    from bastion.model import default_model_path
+
+    peer = LlamaCppPeer(default_model_path(), n_ctx=PROMPT_TOKENS + MAX_TOKENS + 32,
+                        n_threads=torch.get_num_threads())
+    peer.generate(prompts[0][:8], 2)  # warm-up
+    ours, theirs = [], []
+    for _ in range(ROUNDS):
+        ours.append(run_bastion_batch(llm, prompts, MAX_TOKENS).output_tok_s)
+        theirs.append(peer.run(prompts, MAX_TOKENS).output_tok_s)
+    ratio = max(ours) / max(theirs)
+    assert ratio > 1.0, f"bastion {max(ours):.1f} tok/s vs llama-cpp-python {max(theirs):.1f} tok/s"
+
+
+def test_batched_outputs_are_complete(llm: Any, prompts: list[list[int]]) -> None:
+    """Every request of the batched run produced exactly MAX_TOKENS tokens (ignore_eos honoured)."""
+    res = run_bastion_batch(llm, prompts, MAX_TOKENS)
+    assert res.output_tokens == REQUESTS * MAX_TOKENS
+    assert len(res.ttft_s) == REQUESTS and len(res.tpot_s) == REQUESTS
+
+
+def test_async_within_half_of_batch(llm: Any, prompts: list[list[int]]) -> None:
+    """AsyncLLM streaming keeps > 50% of LLM.generate's throughput on the same requests."""
+    import bastion
+    from bench_async import run_async
+
+    async def rounds() -> list[float]:
+        engine = bastion.AsyncLLM(max_num_seqs=REQUESTS, enable_prefix_caching=False)
+        try:
+            await run_async(engine, [p[:8] for p in prompts[:2]], 2, "warm")
+            ratios = []
+            for r in range(ROUNDS):
+                res, _ = await run_async(engine, prompts, MAX_TOKENS, f"r{r}")
+                assert res.output_tokens == REQUESTS * MAX_TOKENS
+                ratios.append(res.output_tok_s / run_bastion_batch(llm, prompts, MAX_TOKENS).output_tok_s)
+            return ratios
+        finally:
+            await engine.close()
+
+    ratios = asyncio.run(rounds())
+    assert max(ratios) > 0.5, f"async/batch throughput ratios {ratios}"
