@@ -1,6 +1,6 @@
 """``python -m bastion audit ...``: verify a trail, or print / write the audit record JSON schema.
 
-The engine lead wires ``add_audit_parser`` and ``run_audit`` into ``bastion.__main__``.
+``bastion.__main__`` registers ``add_audit_parser`` and dispatches to ``run_audit``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "audit_record.schema.json"
 
 
 def audit_record_schema() -> dict:
@@ -31,8 +29,8 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     ver.add_argument("path", help="audit trail (.jsonl, .db or .sqlite)")
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
     sch = sub.add_parser("schema", help="print the AuditRecord JSON schema")
-    sch.add_argument("--write", nargs="?", const=str(SCHEMA_PATH), default=None, metavar="PATH",
-                     help=f"write it to PATH instead (default {SCHEMA_PATH})")
+    sch.add_argument("--write", default=None, metavar="PATH",
+                     help="write it to PATH instead (the repository publishes docs/audit_record.schema.json)")
     return audit
 
 
