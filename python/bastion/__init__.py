@@ -6,17 +6,7 @@ Heavy submodules (torch, the model) load lazily on first use, so ``import bastio
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from typing import Any
-
-# Idle OpenMP threads of torch and of the C++ kernels spin-wait by default; in a service process that
-# shares its cores (with request handlers, other workers or neighbours) the spinning thread steals the
-# core the other one needs and every parallel region waits for it: bastion measured 5-7x slower
-# decode on a busy 2-core host. libgomp reads the policy once when it loads (with torch), so it is set
-# here, before torch's first import, and only when the user has not chosen one.
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bastion.config import EngineConfig
 from bastion.errors import (
