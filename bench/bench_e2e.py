@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     pct,
     profile_breakdown,
     run_bastion_batch,
+    run_bastion_decode_phase,
     run_bastion_single,
     warm_up,
 )
@@ -125,8 +126,10 @@ def bastion_figures(llm: Any, prompts: list[list[int]], max_tokens: int, prefix:
     warm_up(llm, prompts)
     batch = run_bastion_batch(llm, prompts, max_tokens)
     single = run_bastion_single(llm, prompts[0], max_tokens)
+    decode = run_bastion_decode_phase(llm, prompts, max_tokens)
     out = {f"{prefix}_{k}": v for k, v in batch.summary().items()}
     out[f"{prefix}_single_stream_decode_tok_s"] = round(single, 2)
+    out[f"{prefix}_batched_decode_tok_s"] = round(decode, 2)
     return out
 
 

@@ -124,6 +124,29 @@ def run_bastion_single(llm: Any, prompt: list[int], max_tokens: int) -> float:
     return 1.0 / tpot if tpot else float("nan")
 
 
+def run_bastion_decode_phase(llm: Any, prompts: TokenPrompts, max_tokens: int) -> float:
+    """Decode-only tok/s with every prompt in flight: the figure llama.cpp's batched-bench reports.
+
+    Drives the engine step by step: the clock starts once every request has its first token (all
+    prefills done) and stops when the last finishes; only tokens generated in between count.
+    """
+    engine = llm.engine
+    params = greedy_params(max_tokens)
+    ids = [f"decode-phase-{i}" for i in range(len(prompts))]
+    for rid, prompt in zip(ids, prompts):
+        engine.add_request(rid, prompt, params)
+    started: set[str] = set()
+    while len(started) < len(ids):
+        started.update(out.request_id for out in engine.step() if out.token_ids)
+    produced_before = {rid: len(engine.requests[rid].output_token_ids) for rid in ids if rid in engine.requests}
+    total_before = sum(produced_before.values()) + max_tokens * (len(ids) - len(produced_before))
+    start = time.perf_counter()
+    while engine.has_unfinished():
+        engine.step()
+    elapsed = time.perf_counter() - start
+    return (max_tokens * len(ids) - total_before) / elapsed
+
+
 def warm_up(llm: Any, prompts: TokenPrompts) -> None:
     """One short batched call so lazy imports, kernels and allocator pools are ready."""
     llm.generate([p[:32] for p in prompts[:4]], greedy_params(4), use_tqdm=False)
