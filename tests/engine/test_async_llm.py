@@ -223,3 +223,30 @@ async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> Non
         assert order.index("urgent") < min(order.index(f"low{i}") for i in range(3))
     finally:
         await engine.close()
+
+
+async def test_queue_and_ttft_deadlines_name_the_limit(smollm2_path) -> None:
+    """A request stuck behind max_num_seqs misses its queue deadline; its blocks were never taken."""
+    engine = _engine(smollm2_path, max_num_seqs=1)
+    try:
+        long = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
+        blocker = asyncio.create_task(_final(engine, "Keep talking:", long))
+        while engine.stats()["num_running"] == 0:
+            await asyncio.sleep(0.01)
+        queued = await _final(engine, "I wait:", GREEDY, Deadlines(queue=0.05))
+        assert queued.finish_reason == "timeout" and queued.metrics.timeout_reason == "queue"
+        assert queued.token_ids == [] and queued.metrics.first_scheduled_time is None
+        ttft = await _final(engine, "I wait too:", GREEDY, Deadlines(ttft=0.05))
+        assert ttft.finish_reason == "timeout" and ttft.metrics.timeout_reason == "ttft"
+        assert (await blocker).finish_reason == "length"
+        assert _all_free(await _wait_all_free(engine))
+    finally:
+        await engine.close()
+
+
+async def _final(engine: bastion.AsyncLLM, prompt: str, params: SamplingParams,
+                 deadlines: Deadlines | None = None) -> bastion.RequestOutput:
+    final = None
+    async for out in engine.generate(prompt, params, deadlines=deadlines):
+        final = out
+    return final
