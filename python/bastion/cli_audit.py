@@ -28,6 +28,8 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     ver = sub.add_parser("verify", help="walk the hash chain; exit 0 when intact, 1 otherwise")
     ver.add_argument("path", help="audit trail (.jsonl, .db or .sqlite)")
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    ver.add_argument("--checkpoint", default=None, metavar="SEQ:HASH",
+                     help="an acknowledged record kept elsewhere (AuditAck.checkpoint): also catches truncation")
     sch = sub.add_parser("schema", help="print the AuditRecord JSON schema")
     sch.add_argument("--write", default=None, metavar="PATH",
                      help="write it to PATH instead (the repository publishes docs/audit_record.schema.json)")
@@ -44,10 +46,11 @@ def run_audit(args: argparse.Namespace) -> int:
         else:
             print(text, end="")
         return 0
-    from bastion.audit.verify import verify
+    from bastion.audit.verify import parse_checkpoint, verify
 
     try:
-        result = verify(args.path)
+        checkpoint = parse_checkpoint(args.checkpoint) if args.checkpoint else None
+        result = verify(args.path, checkpoint)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"ERROR: {e}")
         return 1

@@ -136,3 +136,34 @@ def test_cli_verify_exit_codes(jsonl):
     _rewrite(jsonl, lines)
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "TAMPERED at seq 2" in bad.stdout
+
+
+def test_truncated_tail_is_caught_with_a_checkpoint(tmp_path):
+    path = tmp_path / "trail.jsonl"
+    acks = write_trail(path, 8)
+    _rewrite(path, _lines(path)[:5])  # the last three records cut off: a valid, shorter chain
+    assert verify(path).ok  # the chain alone cannot see this
+    result = verify(path, (acks[-1].seq, acks[-1].hash))
+    assert not result.ok and result.first_bad_seq == 5
+    assert "records seq 5..7 are missing" in result.reason
+    cmd = [sys.executable, "-m", "bastion.cli_audit", "verify", str(path), "--checkpoint", acks[-1].checkpoint]
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "TAMPERED at seq 5" in bad.stdout
+
+
+def test_rewritten_chain_is_caught_by_an_earlier_checkpoint(tmp_path):
+    path = tmp_path / "trail.jsonl"
+    acks = write_trail(path, 6)
+    rewritten = tmp_path / "rewritten.jsonl"
+    write_trail(rewritten, 6)  # a whole new, internally valid chain of the same length
+    assert verify(rewritten).ok
+    result = verify(rewritten, (acks[3].seq, acks[3].hash))
+    assert not result.ok and result.first_bad_seq == 3 and "checkpoint hash" in result.reason
+    assert verify(path, (acks[3].seq, acks[3].hash)).ok  # records appended after a checkpoint are fine
+
+
+def test_malformed_checkpoint_is_a_clear_error():
+    from bastion.audit.verify import parse_checkpoint
+
+    with pytest.raises(ValueError, match="SEQ:HASH"):
+        parse_checkpoint("12-abc")

@@ -41,6 +41,12 @@ class AuditAck:
     seq: int
     hash: str
 
+    @property
+    def checkpoint(self) -> str:
+        """"SEQ:HASH": keep it outside the trail; ``audit verify --checkpoint`` then also catches
+        records cut off the end of the trail, which a hash chain alone cannot."""
+        return f"{self.seq}:{self.hash}"
+
 
 @dataclass
 class _Pending:

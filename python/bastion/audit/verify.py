@@ -1,8 +1,9 @@
 """Verify an audit trail: walk the hash chain and name the first tampered, moved or missing record.
 
 What the chain proves: any edit of a stored record, any reordering and any deletion inside the
-trail is detected. Cutting records off the *end* leaves a valid shorter chain; compare ``records``
-(or the last hash) with a copy kept elsewhere to detect that.
+trail is detected. Cutting records off the *end* leaves a valid shorter chain: to catch that, keep
+a checkpoint elsewhere (``AuditAck.checkpoint``, "SEQ:HASH" of an acknowledged record, e.g. in your
+log pipeline) and pass it to ``verify``; a trail that ends before it, or was rewritten up to it, fails.
 """
 
 from __future__ import annotations
@@ -91,12 +92,33 @@ def _seq_mismatch_reason(expected: int, found: Any, rest: Iterator[tuple[str, An
     return f"record seq {expected} is missing (the trail jumps to seq {found})"
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
-    """Check the whole chain at ``path`` (``.jsonl`` or SQLite); never modifies the trail."""
+def parse_checkpoint(text: str) -> tuple[int, str]:
+    """Parse "SEQ:HASH" (as ``AuditAck.checkpoint`` prints it); ValueError naming the problem."""
+    seq_text, sep, digest = text.partition(":")
+    if not sep or not seq_text.isdigit() or len(digest) != 64:
+        raise ValueError(f"checkpoint {text!r}: expected SEQ:HASH with a 64-hex-digit sha256")
+    return int(seq_text), digest
+
+
+def _checkpoint_problem(tail: ChainTail, checkpoint: tuple[int, str], seen_hash: str | None) -> str | None:
+    seq, digest = checkpoint
+    if tail.next_seq <= seq:
+        return (f"records seq {tail.next_seq}..{seq} are missing: the trail ends before checkpoint seq {seq}")
+    if seen_hash != digest:
+        return f"record seq {seq} does not match the checkpoint hash: the trail was rewritten up to it"
+    return None
+
+
+def verify(path: str | os.PathLike[str], checkpoint: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the whole chain at ``path`` (``.jsonl`` or SQLite); never modifies the trail.
+
+    ``checkpoint`` (seq, hash) of a record acknowledged earlier also catches records cut off the end.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"audit trail {p} does not exist")
     tail = ChainTail()
+    seen_hash: str | None = None
     entries = _entries(p)
     for where, entry in entries:
         if isinstance(entry, _Unreadable):
@@ -106,5 +128,12 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
             if problem.startswith("expected seq"):
                 problem = _seq_mismatch_reason(tail.next_seq, entry["seq"], entries)
             return VerifyResult(False, tail.next_seq, tail.next_seq, f"{where}: {problem}")
+        if checkpoint is not None and entry["seq"] == checkpoint[0]:
+            seen_hash = entry["hash"]
         tail = tail.advance(entry)
+    if checkpoint is not None:
+        problem = _checkpoint_problem(tail, checkpoint, seen_hash)
+        if problem is not None:
+            bad = min(tail.next_seq, checkpoint[0])
+            return VerifyResult(False, bad, bad, problem)
     return VerifyResult(True, tail.next_seq, None, None, tail.last_hash)
