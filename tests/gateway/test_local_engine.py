@@ -93,3 +93,18 @@ async def test_prompt_beyond_local_context_goes_straight_to_remote(llm, audit_lo
         await remote.aclose()
     assert result.backend == "remote"
     assert read_records(audit_path)[0]["attempts"][0]["outcome"] == "context_overflow"
+
+
+async def test_tenants_do_not_share_prefix_cache_hits(llm, audit_log):
+    """The tenant salts the local engine's prefix cache: the same prompt hits only within a tenant."""
+    gw = Gateway(llm, audit=audit_log)
+    prompt = "Shared system instructions for every caller of this service. " * 3
+
+    async def hits_after(tenant: str) -> int:
+        before = llm.stats()["prefix_cache_hits"]
+        await gw.generate(prompt, SamplingParams(max_tokens=1, temperature=0.0), tenant=tenant)
+        return llm.stats()["prefix_cache_hits"] - before
+
+    assert await hits_after("acme") == 0
+    assert await hits_after("acme") > 0  # same tenant: the prompt's full blocks are reused
+    assert await hits_after("globex") == 0  # another tenant: no hit, no timing side channel

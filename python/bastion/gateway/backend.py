@@ -91,7 +91,8 @@ class LocalBackend:
         """Run the request on the engine with delta outputs; closing the iterator aborts it."""
         params = dataclasses.replace(request.params, output_kind="delta")
         generator = self.engine.generate(
-            self._prompt_text(request), params, request_id=request.request_id, priority=request.priority
+            self._prompt_text(request), params, request_id=request.request_id, priority=request.priority,
+            cache_salt=request.tenant
         )
         finished = False
         try:

@@ -214,7 +214,8 @@ class Gateway:
         remaining = call.params.max_tokens - call.trace.output_tokens
         params = dataclasses.replace(call.params, max_tokens=remaining) if remaining != call.params.max_tokens \
             else call.params
-        return BackendRequest(request_id, params, call.prompt, call.messages, call.trace.output_text, call.priority)
+        return BackendRequest(request_id, params, call.prompt, call.messages, call.trace.output_text, call.priority,
+                              call.trace.tenant)
 
     # ------------------------------------------------------------------ routing and fallback
     async def _serve(self, call: Call) -> AsyncIterator[GatewayDelta]:

@@ -18,7 +18,8 @@ class BackendRequest:
     Exactly one of ``prompt`` (raw completion) and ``messages`` (chat) is set. ``continuation`` is
     text the client has already received from an earlier backend: the backend must generate what
     comes *after* it (prompt + continuation), so the client sees one continuous stream.
-    ``params.max_tokens`` is already reduced by the tokens sent before.
+    ``params.max_tokens`` is already reduced by the tokens sent before. ``tenant`` isolates the
+    prefix cache of a local engine per tenant (no cross-tenant cache hits, so no timing side channel).
     """
 
     request_id: str
@@ -27,6 +28,7 @@ class BackendRequest:
     messages: list[Message] | None = None
     continuation: str = ""
     priority: int = 0
+    tenant: str | None = None  # a local engine salts its prefix cache with it: no cross-tenant hits
 
 
 @dataclass(frozen=True)
