@@ -250,3 +250,27 @@ async def _final(engine: bastion.AsyncLLM, prompt: str, params: SamplingParams,
     async for out in engine.generate(prompt, params, deadlines=deadlines):
         final = out
     return final
+
+
+async def test_close_ends_open_streams_and_refuses_new_work(smollm2_path) -> None:
+    engine = _engine(smollm2_path)
+    started = asyncio.Event()
+
+    async def consume() -> str | None:
+        params = SamplingParams(max_tokens=500, temperature=0.0, ignore_eos=True)
+        reason = None
+        async for out in engine.generate("Go on forever:", params):
+            reason = out.finish_reason
+            if out.token_ids:
+                started.set()
+        return reason
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 60)
+    await engine.close()
+    try:  # the abort may win the race with the shutdown; either way the stream ends promptly
+        assert await asyncio.wait_for(task, 10) == "abort"
+    except bastion.EngineDead as exc:
+        assert "closed" in str(exc)
+    with pytest.raises(bastion.EngineDead, match="closed"):
+        engine.start("after close", GREEDY)

@@ -193,6 +193,9 @@ class AsyncLLM:
         for rid in list(self._streams):
             self._thread.send(AbortCommand(rid))
         await asyncio.to_thread(self._thread.stop)
+        self._dead = self._dead or EngineDead("AsyncLLM was closed")
+        for stream in self._streams.values():  # nobody waits forever on a closed engine
+            stream.put_nowait(EngineDead("AsyncLLM was closed before this request finished"))
         self.jobs.close()
 
     async def __aenter__(self) -> AsyncLLM:
