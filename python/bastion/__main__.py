@@ -35,10 +35,17 @@ def _print_outputs(outputs: list, as_json: bool) -> None:
 
 def _run_model(args: argparse.Namespace) -> int:
     from bastion import LLM, SamplingParams
+    from bastion.errors import BastionError
 
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                            seed=args.seed)
-    llm = LLM(model=args.model)
+    # Bad flags and a missing or broken model are the user's input, not a bastion bug: one line on
+    # stderr and exit status 2 (argparse's usage-error code), not a traceback.
+    try:
+        params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                                seed=args.seed)
+        llm = LLM(model=args.model)
+    except (BastionError, ValueError, OSError) as exc:
+        print(f"python -m bastion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "generate":
             outputs = llm.generate(args.prompt, params, use_tqdm=False)
