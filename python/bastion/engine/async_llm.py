@@ -35,6 +35,12 @@ class AsyncLLM:
         self.max_model_len = core.max_model_len
         self._validate_prompt = core.validate_prompt
         self._streams: dict[str, asyncio.Queue] = {}
+        # ids whose stream already holds its last item (a finished output or an error)
+        self._ended: set[str] = set()
+        # released ids -> how many last items of those earlier requests the engine has still to send;
+        # the engine emits in command order, so these come before anything of a newer request that
+        # reuses the id, and must not reach that newer request's stream
+        self._orphans: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead: BaseException | None = None
         self._ids = itertools.count()
@@ -52,13 +58,25 @@ class AsyncLLM:
     def _deliver(self, outputs: list[RequestOutput], errors: list[tuple[str, BaseException]]) -> None:
         for out in outputs:
             self.metrics.observe(out)
-            stream = self._streams.get(out.request_id)
-            if stream is not None:
-                stream.put_nowait(out)
+            self._route(out.request_id, out, out.finished)
         for rid, exc in errors:
-            stream = self._streams.get(rid)
-            if stream is not None:
-                stream.put_nowait(exc)
+            self._route(rid, exc, True)
+
+    def _route(self, rid: str, item: RequestOutput | BaseException, last: bool) -> None:
+        """Put ``item`` on the stream of ``rid`` unless it belongs to an earlier, released request."""
+        pending = self._orphans.get(rid)
+        if pending:
+            if last:
+                if pending == 1:
+                    del self._orphans[rid]
+                else:
+                    self._orphans[rid] = pending - 1
+            return
+        stream = self._streams.get(rid)
+        if stream is not None:
+            stream.put_nowait(item)
+            if last:
+                self._ended.add(rid)
 
     def _crash_threadsafe(self, exc: BaseException) -> None:
         self._dead = exc
@@ -127,17 +145,22 @@ class AsyncLLM:
     async def next_output(self, request_id: str) -> RequestOutput:
         """The request's next output; after the finished one the request is forgotten."""
         item = await self._streams[request_id].get()
+        if isinstance(item, BaseException) or item.finished:
+            self._streams.pop(request_id, None)
+            self._ended.discard(request_id)
         if isinstance(item, BaseException):
-            self._streams.pop(request_id, None)
             raise item
-        if item.finished:
-            self._streams.pop(request_id, None)
         return item
 
     def release(self, request_id: str) -> None:
         """Forget a request whose consumer went away, aborting it if it still runs."""
-        if self._streams.pop(request_id, None) is not None:
-            self._thread.send(AbortCommand(request_id))
+        if self._streams.pop(request_id, None) is None:
+            return
+        if request_id in self._ended:  # its last item already arrived: nothing runs, nothing to come
+            self._ended.discard(request_id)
+            return
+        self._orphans[request_id] = self._orphans.get(request_id, 0) + 1
+        self._thread.send(AbortCommand(request_id))
 
     async def generate(
         self,

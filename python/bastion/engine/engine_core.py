@@ -87,7 +87,11 @@ class EngineCore:
         cache_salt: str | None = None,
     ) -> None:
         """Validate and queue one request; raises ValueError before queueing anything if bad."""
-        if request_id in self.requests:
+        previous = self.requests.get(request_id)
+        # A finished request whose final output is not taken yet (aborted since the last step) no
+        # longer holds its id: a caller retrying under the same id right after an abort must not be
+        # refused. Its final output still comes first, from the list it already sits in.
+        if previous is not None and not previous.finished:
             raise ValueError(f"request_id: {request_id!r} is already in use")
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
@@ -221,7 +225,8 @@ class EngineCore:
             if out is not None:
                 outputs.append(out)
             if req.finished:
-                self.requests.pop(req.request_id, None)
+                if self.requests.get(req.request_id) is req:  # not a newer request reusing the id
+                    del self.requests[req.request_id]
                 self._by_core_id.pop(req.core_id, None)
         return outputs
 

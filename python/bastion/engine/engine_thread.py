@@ -130,8 +130,12 @@ class EngineThread:
             except Exception as exc:  # validated before sending; anything left fails this request only
                 errors.append((cmd.request_id, exc))
                 continue
+            # set or clear: an entry left by an earlier request under the same id (finished or
+            # aborted, not yet swept) must not apply to this one
             if cmd.deadlines is not None:
                 self._deadlines[cmd.request_id] = cmd.deadlines
+            else:
+                self._deadlines.pop(cmd.request_id, None)
 
     def _enforce_deadlines(self) -> None:
         if not self._deadlines:
