@@ -48,6 +48,19 @@ inline void scale_row(float* y, float alpha, int n) {
   for (; i < n; ++i) y[i] *= alpha;
 }
 
+// max_i x[i] (-inf when n == 0).
+inline float max_of(const float* x, int n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  __m128 lo = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  lo = _mm_max_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_max_ss(lo, _mm_movehdup_ps(lo));
+  float result = _mm_cvtss_f32(lo);
+  for (; i < n; ++i) result = x[i] > result ? x[i] : result;
+  return result;
+}
+
 // exp(x) for 8 lanes, relative error ~2e-7 (Cephes-style: x = k*ln2 + r, degree-6 polynomial in r,
 // 2^k from the exponent bits). Inputs below -87.3 (including -inf) give exactly 0.
 inline __m256 exp256(__m256 x) {
