@@ -165,3 +165,16 @@ def test_fault_in_forward_fails_that_step_only(llm: bastion.LLM, alone: list[lis
     assert stats["num_free_blocks"] == stats["num_total_blocks"]
     again = llm.generate(PROMPTS[0], GREEDY, use_tqdm=False)[0]
     assert again.token_ids == alone[0]
+
+
+def test_engine_seed_makes_unseeded_sampling_reproducible(smollm2_path) -> None:
+    """Unseeded requests draw from per-request seeds derived from EngineConfig.seed."""
+    params = SamplingParams(max_tokens=12, temperature=1.0, ignore_eos=True)
+
+    def run(seed: int) -> list[list[int]]:
+        engine = bastion.LLM(model=str(smollm2_path), num_kv_blocks=64, max_model_len=256, seed=seed)
+        return [o.token_ids for o in engine.generate(PROMPTS, params, use_tqdm=False)]
+
+    first = run(seed=1)
+    assert run(seed=1) == first
+    assert run(seed=2) != first

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import random
 import time
 
 import numpy as np
@@ -58,6 +59,8 @@ class EngineCore:
         self._by_core_id: dict[int, EngineRequest] = {}
         self._finished_outside_step: list[EngineRequest] = []
         self._next_core_id = 1
+        # unseeded requests get a seed from this stream: a run is reproducible under EngineConfig.seed
+        self._seeds = random.Random(config.seed)
 
     # ----- admission -------------------------------------------------------------------------
     def validate_prompt(self, prompt_token_ids: list[int]) -> None:
@@ -109,7 +112,7 @@ class EngineCore:
         req = EngineRequest(
             request_id=request_id, core_id=core_id, prompt=prompt, prompt_token_ids=ids, params=params,
             metrics=RequestMetrics(arrival_time=arrival_time if arrival_time is not None else time.monotonic()),
-            seq=SequenceState(params, ids, self.eos_token_ids),
+            seq=SequenceState(params, ids, self.eos_token_ids, default_seed=self._seeds.getrandbits(63)),
             stop=StopChecker(params, IncrementalDetokenizer(decode, ids),
                              self.eos_token_ids),
         )

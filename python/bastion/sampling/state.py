@@ -25,8 +25,13 @@ class SequenceState:
         params: SamplingParams,
         prompt_token_ids: Sequence[int],
         eos_token_ids: Iterable[int] = (),
+        default_seed: int | None = None,
     ) -> None:
-        """Hold ``params`` for a request whose prompt is ``prompt_token_ids``; eos ids come from the tokenizer."""
+        """Hold ``params`` for a request whose prompt is ``prompt_token_ids``; eos ids come from the tokenizer.
+
+        ``default_seed`` seeds the request when ``params.seed`` is None (the engine derives one per
+        request from ``EngineConfig.seed``, so a whole run is reproducible and batch-independent).
+        """
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
         self.params = params
@@ -34,6 +39,7 @@ class SequenceState:
         self.output_token_ids: list[int] = []
         self.eos_token_ids: frozenset[int] = frozenset(eos_token_ids)
         self.generator: torch.Generator | None = None
+        self.seed: int | None = params.seed if params.seed is not None else default_seed
         self._counts: TokenCounts | None = None
         # tokens that end generation; masked while fewer than min_tokens tokens exist
         eos = frozenset() if params.ignore_eos else self.eos_token_ids
@@ -65,11 +71,11 @@ class SequenceState:
 
     def generator_for(self, device: torch.device) -> torch.Generator | None:
         """This request's seeded generator on ``device``, or None when the request has no seed."""
-        if self.params.seed is None:
+        if self.seed is None:
             return None
         if self.generator is None:
             self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(self.params.seed)
+            self.generator.manual_seed(self.seed)
         elif self.generator.device != device:
             raise ValueError(
                 f"request seeded on {self.generator.device} cannot sample logits on {device}; "
