@@ -84,12 +84,17 @@ class LLM:
             except ValueError as e:
                 raise ValueError(f"prompts[{i}]: {e}") from None
             encoded.append((item if isinstance(item, str) else None, ids))
-        request_ids = []
-        for (text, ids), p, prio in zip(encoded, params, priority or [0] * len(items)):
-            rid = f"llm-{next(self._ids)}"
-            final = dataclasses.replace(p, output_kind="final_only")
-            self.engine.add_request(rid, ids, final, prompt=text, priority=prio, cache_salt=cache_salt)
-            request_ids.append(rid)
+        request_ids: list[str] = []
+        try:
+            for (text, ids), p, prio in zip(encoded, params, priority or [0] * len(items)):
+                rid = f"llm-{next(self._ids)}"
+                final = dataclasses.replace(p, output_kind="final_only")
+                self.engine.add_request(rid, ids, final, prompt=text, priority=prio, cache_salt=cache_salt)
+                request_ids.append(rid)
+        except BaseException:  # all or nothing: a call that raises leaves no request behind
+            for rid in request_ids:
+                self.engine.abort(rid)
+            raise
         return self._run(request_ids, use_tqdm)
 
     def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
