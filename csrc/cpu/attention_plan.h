@@ -39,7 +39,10 @@ struct AttentionPlan {
 
 struct AttentionPlanOptions {
   int num_threads = 1;
-  int q_tile_rows = 32;         // query rows (tokens x heads of a group) processed together
+  // Query rows (tokens x heads of a group) processed together. Each transposed key chunk is shared
+  // by all rows, so taller tiles amortise the transpose and K reads: 96 rows (32 tokens at GQA 3)
+  // ran prefill ~17% faster than 32 on the serving benchmark's 16x128 chunks.
+  int q_tile_rows = 96;
   int min_split_tokens = 256;   // never make a KV split shorter than this
   int items_per_thread = 2;     // splitting stops once there are this many items per thread
 };
