@@ -249,6 +249,7 @@ static void bind_core(py::module_& m) {
 #include "cpu/cache_write.h"
 #include "cpu/elementwise.h"
 #include "cpu/paged_attention.h"
+#include "cpu/quant_gemv.h"
 
 namespace {
 
@@ -315,6 +316,17 @@ static void bind_cpu(py::module_& m) {
         cpu::silu_and_mul(as_ptr<const float>(x), as_ptr<float>(out), rows, d, threads);
       },
       "silu(x[:, :d]) * x[:, d:] for contiguous fp32 x [rows, 2d].");
+  sub.def(
+      "quant_matmul",
+      [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, int64_t M, int64_t N, int64_t K, int ggml_type,
+         int threads) {
+        const auto type = static_cast<cpu::QuantType>(ggml_type);
+        if (cpu::quant_block_bytes(type) == 0) throw std::invalid_argument("quant_matmul: unsupported ggml type");
+        if (K % cpu::kQuantBlock != 0) throw std::invalid_argument("quant_matmul: K must be a multiple of 32");
+        py::gil_scoped_release release;
+        cpu::quant_matmul(as_ptr<const float>(x), as_ptr<const uint8_t>(w), as_ptr<float>(y), M, N, K, type, threads);
+      },
+      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml type 3 = Q4_1, 8 = Q8_0).");
   sub.def(
       "attention_plan",
       [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> seq_lens,

@@ -17,6 +17,7 @@ from bastion import ops
 from bastion.errors import ModelLoadError
 from bastion.model.attention_metadata import AttentionMetadata
 from bastion.model.config import ModelConfig
+from bastion.model.quant_weights import project
 from bastion.model.rope import build_cos_sin_cache
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
@@ -79,7 +80,7 @@ class LlamaAttention(nn.Module):
         through ``ops.rotary_embedding``.
         """
         tokens = x.shape[0]
-        qkv = self.qkv_proj(x)
+        qkv = project(self.qkv_proj, x)
         if rope is not None:
             qk = qkv[:, :self.q_size + self.kv_size].view(tokens, self.num_heads + self.num_kv_heads, self.head_dim)
             rotate_neox_(qk, *rope)
@@ -93,7 +94,7 @@ class LlamaAttention(nn.Module):
         ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping)
         out = ops.paged_attention(q, k_cache, v_cache, attn.block_table, attn.seq_lens, attn.cu_seqlens_q,
                                   scale=self.scale, sliding_window=self.sliding_window)
-        return self.o_proj(out.reshape(tokens, self.q_size))
+        return project(self.o_proj, out.reshape(tokens, self.q_size))
 
 
 class LlamaMLP(nn.Module):
@@ -107,7 +108,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``down(silu(gate(x)) * up(x))``."""
-        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
+        return project(self.down_proj, ops.silu_and_mul(project(self.gate_up_proj, x)))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -193,6 +194,9 @@ class LlamaForCausalLM(nn.Module):
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits ``[S, vocab]`` of the selected hidden rows ``[S, hidden]``."""
+        quant = self.__dict__.get("lm_head_quantized")  # GGUF blocks, set by the loader (CPU fp32)
+        if quant is not None and quant.applies(hidden):
+            return quant.matmul(hidden)
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight).float()
 

@@ -16,6 +16,7 @@ from bastion.model.fuse import fuse_hf_state_dict
 from bastion.model.gguf_file import read_gguf
 from bastion.model.hf_dir import read_hf_config, read_hf_weights, weight_files
 from bastion.model.llama import LlamaForCausalLM
+from bastion.model.quant_weights import attach_quantized, load_quantized
 from bastion.model.safetensors_mmap import load_mmap, save
 from bastion.model.tokenizer import Tokenizer
 from bastion.model.weight_cache import converted_dir, publish_dir, staging_dir, weights_sha256
@@ -81,6 +82,8 @@ def _load_gguf(path: Path, device: torch.device, dtype: torch.dtype, use_cache: 
             publish_dir(staging, entry)
     config.weights_sha256 = weights_sha256([path])
     model = LlamaForCausalLM.from_state_dict(config, weights, device=device, dtype=dtype)
+    if device.type == "cpu" and dtype == torch.float32:  # small-batch decode reads the GGUF blocks
+        attach_quantized(model, load_quantized(path, config, entry if use_cache else None))
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, source=path)
 
 

@@ -1,0 +1,150 @@
+"""Keep the GGUF's original Q4_1/Q8_0 blocks next to the fp32 weights for small-batch decode.
+
+Decode with a few tokens per step is memory-bound: reading ~4.5-bit blocks instead of 32-bit floats
+is what makes it fast (``bastion.ops.cpu_backend.quant_matmul``). Prefill and big batches still
+use the fp32 weights with torch GEMM, which is compute-bound and faster there. The blocks get the
+same q/k row unpermutation as ``gguf_file`` (rows are independent, so whole rows of blocks move)
+and the same fusion order as ``fuse`` (QKV, gate/up concatenated along the output rows).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bastion.model.config import ModelConfig
+from bastion.model.fuse import _LAYER_GROUPS
+from bastion.model.gguf_file import _PERMUTED_QK_ARCHITECTURES, _open_reader, hf_tensor_name, unpermute_qk
+from bastion.model.safetensors_mmap import load_mmap, save
+
+# ggml type numbers the C++ kernel reads; every other type keeps the fp32 path only
+KERNEL_TYPES: dict[str, int] = {"Q4_1": 3, "Q8_0": 8}
+# Largest step (tokens) that uses the blocks. All 121 SmolLM2 matrices, one pass, 2 AVX2 cores
+# (shared): blocks on 1 thread 11 / 40 / 85 ms at M = 1 / 8 / 16, torch fp32 GEMM on 1 thread
+# 44 / 76 / 100 ms; torch on 2 quiet cores would roughly halve that, so the tie is near M = 8.
+DEFAULT_MAX_TOKENS = 8
+# One core per call: a decoder matrix is tens of microseconds of work, and when anything else runs on
+# the cores a two-thread OpenMP team waits a whole OS time slice at the join for a parked thread.
+# Measured with bench/bench_quant_decode.py on 2 shared cores: 1 thread ~60 tok/s, 2 threads ~2-12.
+DECODE_THREADS = 1
+_LINEAR_GROUPS = {k: v for k, v in _LAYER_GROUPS.items() if "norm" not in k}
+# beside the converted fp32 weights; keys are "<param name>:<ggml type name>"
+_CACHE_FILE = "quantized.safetensors"
+
+
+@dataclass
+class QuantizedWeight:
+    """A linear weight ``[out_features, K]`` as rows of GGUF blocks (``blocks`` uint8 ``[N, bytes]``)."""
+
+    blocks: torch.Tensor
+    ggml_type: int
+    out_features: int
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    threads: int = DECODE_THREADS
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [M, K] @ W^T`` in fp32 (the dequantized matmul up to summation order)."""
+        from bastion.ops import cpu_backend  # the native core is only needed once the path is used
+
+        return cpu_backend.quant_matmul(x, self.blocks, self.ggml_type, self.out_features, self.threads)
+
+    def applies(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is a small fp32 CPU batch this weight should serve."""
+        return x.shape[0] <= self.max_tokens and x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def load_quantized(path: str | os.PathLike[str], config: ModelConfig,
+                   cache_entry: Path | None = None) -> dict[str, QuantizedWeight]:
+    """``read_quantized``, memory-mapped from ``cache_entry`` when there (parsing the GGUF takes seconds).
+
+    A missing cache file is written (atomically) after reading the GGUF, so older entries gain one.
+    """
+    cached = None if cache_entry is None else cache_entry / _CACHE_FILE
+    if cached is not None and cached.is_file():
+        out = {}
+        for key, blocks in load_mmap(cached).items():
+            name, qtype = key.rsplit(":", 1)
+            out[name] = QuantizedWeight(blocks, KERNEL_TYPES[qtype], blocks.shape[0])
+        return out
+    out = read_quantized(path, config)
+    if cached is not None and cached.parent.is_dir():
+        names = {v: k for k, v in KERNEL_TYPES.items()}
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
+        os.close(fd)
+        save({f"{name}:{names[w.ggml_type]}": w.blocks for name, w in out.items()}, Path(tmp))
+        os.replace(tmp, cached)
+    return out
+
+
+def read_quantized(path: str | os.PathLike[str], config: ModelConfig) -> dict[str, QuantizedWeight]:
+    """Our parameter name -> quantized weight, for each linear whose GGUF parts are all of one kernel type.
+
+    The tied (or untied) output projection is returned under ``"lm_head"``.
+    """
+    reader = _open_reader(Path(path))
+    arch = reader.fields["general.architecture"].contents()
+    permuted = arch in _PERMUTED_QK_ARCHITECTURES
+    raw: dict[str, tuple[str, np.ndarray]] = {}
+    for tensor in reader.tensors:
+        qtype = tensor.tensor_type.name
+        if qtype not in KERNEL_TYPES or not tensor.name.endswith(".weight"):
+            continue
+        name = hf_tensor_name(tensor.name)
+        data = np.asarray(tensor.data)  # [rows, bytes per row], a view of the file map
+        if permuted and ".q_proj." in name:
+            data = unpermute_qk(data, config.num_heads)
+        elif permuted and ".k_proj." in name:
+            data = unpermute_qk(data, config.num_kv_heads)
+        raw[name] = (qtype, data)
+    out: dict[str, QuantizedWeight] = {}
+    head = raw.get("model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight")
+    if head is not None:
+        out["lm_head"] = _quantized([head])
+    for i in range(config.num_layers):
+        for target, sources in _LINEAR_GROUPS.items():
+            parts = [raw.get(f"model.layers.{i}.{s}") for s in sources]
+            if all(p is not None for p in parts) and len({p[0] for p in parts if p is not None}) == 1:
+                out[f"layers.{i}.{target}"] = _quantized([p for p in parts if p is not None])
+    return out
+
+
+def _quantized(parts: list[tuple[str, np.ndarray]]) -> QuantizedWeight:
+    blocks = np.concatenate([data for _, data in parts], axis=0)  # a fresh array torch may own
+    return QuantizedWeight(torch.from_numpy(blocks), KERNEL_TYPES[parts[0][0]], blocks.shape[0])
+
+
+def attach_quantized(model: nn.Module, weights: dict[str, QuantizedWeight]) -> int:
+    """Set ``.quantized`` on each ``nn.Linear`` named in ``weights`` (``lm_head`` on the model); returns the count."""
+    for name, weight in weights.items():
+        if name == "lm_head":
+            model.lm_head_quantized = weight
+        else:
+            model.get_submodule(name.removesuffix(".weight")).quantized = weight
+    return len(weights)
+
+
+def set_max_tokens(model: nn.Module, max_tokens: int) -> None:
+    """Route steps of at most ``max_tokens`` tokens through the blocks (0 turns the path off)."""
+    for weight in quantized_weights(model):
+        weight.max_tokens = max_tokens
+
+
+def quantized_weights(model: nn.Module) -> list[QuantizedWeight]:
+    """Every quantized weight attached to ``model``."""
+    found = [getattr(m, "quantized", None) for m in model.modules()] + [getattr(model, "lm_head_quantized", None)]
+    return [w for w in found if isinstance(w, QuantizedWeight)]
+
+
+def project(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)``, through the quantized blocks when attached and ``x`` is a small fp32 CPU batch."""
+    quant = linear.__dict__.get("quantized")  # a plain attribute: skip nn.Module's slow __getattr__
+    if quant is None or not quant.applies(x):
+        return linear(x)
+    out = quant.matmul(x)
+    return out if linear.bias is None else out.add_(linear.bias)

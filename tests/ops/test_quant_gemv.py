@@ -1,0 +1,94 @@
+"""The quantized-block matmul (``cpu_backend.quant_matmul``) against the dequantized fp32 matmul.
+
+The weights go through gguf's own quantizer/dequantizer, so block layout and nibble order are
+checked against the reference implementation, not against our reading of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from bastion.ops import cpu_backend
+
+gguf = pytest.importorskip("gguf")
+from gguf.quants import dequantize, quantize  # noqa: E402
+
+TYPES = {"Q4_1": 3, "Q8_0": 8}
+
+
+def _quantized(qtype: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(blocks uint8 [n, bytes], dequantized fp32 [n, k])`` of a random weight."""
+    gtype = gguf.GGMLQuantizationType[qtype]
+    w = np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+    blocks = np.ascontiguousarray(quantize(w, gtype))
+    return torch.from_numpy(blocks), torch.from_numpy(dequantize(blocks, gtype).reshape(n, k).copy())
+
+
+@pytest.mark.parametrize("qtype", list(TYPES))
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 13])
+@pytest.mark.parametrize(("n", "k"), [(40, 64), (192, 576), (576, 1536)])
+def test_matches_dequantized_matmul(qtype: str, m: int, n: int, k: int) -> None:
+    blocks, dense = _quantized(qtype, n, k, seed=m * 1000 + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    got = cpu_backend.quant_matmul(x, blocks, TYPES[qtype], n)
+    ref = x.double() @ dense.double().T
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * k**0.5)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_count_does_not_change_the_result(threads: int) -> None:
+    blocks, _ = _quantized("Q4_1", 100, 96, seed=7)
+    x = torch.randn(3, 96)
+    cpu_backend.set_num_threads(1)
+    try:
+        one = cpu_backend.quant_matmul(x, blocks, 3, 100)
+        cpu_backend.set_num_threads(threads)
+        assert torch.equal(cpu_backend.quant_matmul(x, blocks, 3, 100), one)  # each row is summed alike
+    finally:
+        cpu_backend.set_num_threads(None)
+
+
+def test_rejects_bad_arguments() -> None:
+    blocks, _ = _quantized("Q8_0", 8, 64, seed=1)
+    with pytest.raises(ValueError, match="unsupported ggml type"):
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 12, 8)  # Q4_K: not handled
+    with pytest.raises(ValueError, match="multiple of 32"):
+        cpu_backend.quant_matmul(torch.randn(1, 48), blocks, 8, 8)
+    with pytest.raises(ValueError, match="uint8"):
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks.float(), 8, 8)
+    with pytest.raises(ValueError, match="float32"):
+        cpu_backend.quant_matmul(torch.randn(1, 64, dtype=torch.float64), blocks, 8, 8)
+
+
+def test_model_blocks_equal_its_fp32_weights() -> None:
+    """Every attached block matrix (q/k unpermuted, QKV and gate/up fused) reproduces its fp32 weight."""
+    from bastion.model import load_model
+    from bastion.model.quant_weights import quantized_weights, read_quantized
+
+    loaded = load_model(None)
+    model = loaded.model
+    assert len(quantized_weights(model)) == 4 * loaded.config.num_layers + 1
+    params = dict(model.named_parameters())
+    fresh = read_quantized(loaded.source, loaded.config)  # the GGUF itself, not the cache
+    for name, weight in fresh.items():
+        dense = params["embed_tokens.weight" if name == "lm_head" else name]
+        x = torch.randn(2, dense.shape[1])
+        torch.testing.assert_close(weight.matmul(x), x @ dense.T, rtol=1e-4, atol=1e-4)
+        cached = model.lm_head_quantized if name == "lm_head" else model.get_submodule(name[:-7]).quantized
+        assert torch.equal(cached.blocks, weight.blocks)
+
+
+def test_project_uses_blocks_only_for_small_batches() -> None:
+    """``project`` takes the blocks up to ``max_tokens`` rows and the fp32 weight beyond (adding the bias)."""
+    from bastion.model.quant_weights import QuantizedWeight, project
+
+    blocks, dense = _quantized("Q8_0", 24, 64, seed=3)
+    linear = torch.nn.Linear(64, 24)
+    with torch.no_grad():
+        linear.weight.copy_(dense * 2)  # a different fp32 weight tells the two paths apart
+    linear.quantized = QuantizedWeight(blocks, TYPES["Q8_0"], 24, max_tokens=2)
+    small, big = torch.randn(2, 64), torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(project(linear, small), small @ dense.T + linear.bias, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(project(linear, big), linear(big))
