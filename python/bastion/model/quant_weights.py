@@ -31,7 +31,8 @@ KERNEL_TYPES: dict[str, int] = {"Q4_1": 3, "Q8_0": 8}
 DEFAULT_MAX_TOKENS = 8
 # One core per call: a decoder matrix is tens of microseconds of work, and when anything else runs on
 # the cores a two-thread OpenMP team waits a whole OS time slice at the join for a parked thread.
-# Measured with bench/bench_quant_decode.py on 2 shared cores: 1 thread ~60 tok/s, 2 threads ~2-12.
+# Measured with bench/bench_quant_decode.py on 2 shared cores: 1 thread ~60 tok/s, 2 threads ~2-12;
+# on a quiet host both give ~59 tok/s single-stream decode (one core already saturates the blocks).
 DECODE_THREADS = 1
 _LINEAR_GROUPS = {k: v for k, v in _LAYER_GROUPS.items() if "norm" not in k}
 # beside the converted fp32 weights; keys are "<param name>:<ggml type name>"
