@@ -135,7 +135,8 @@ def test_adding_from_another_thread_while_stepping_keeps_state_consistent() -> N
 
     thread = threading.Thread(target=producer)
     thread.start()
-    for step in range(400):
+    # bounded by work, not wall time: a slow producer thread (busy CI) only means more steps
+    for step in range(50_000):
         out = s.step()
         finish = out.req_ids[out.do_sample == 1][::3]
         s.update(np.full(int(out.do_sample.sum()), step % 50, dtype=np.int32), finish)
@@ -143,6 +144,7 @@ def test_adding_from_another_thread_while_stepping_keeps_state_consistent() -> N
             break
     thread.join()
     s.check_invariants()
+    assert done.is_set() and s.stats()["num_running"] + s.stats()["num_waiting"] == 0
     assert s.stats()["num_used_blocks"] == 0
 
 
