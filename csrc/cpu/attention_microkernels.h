@@ -84,39 +84,6 @@ inline void scores_transposed(const float* q, const float* kt, int head_dim, flo
   }
 }
 
-// acc[r][d] += sum_t p[r][t] * v_rows[t][d] for R rows (acc row stride head_dim, p row stride
-// kKvChunk). 32 dims of each row's acc stay in registers across all keys and the R rows share
-// every load of V.
-template <int R>
-inline void accumulate_pv(float* acc, const float* p, const float* const* v_rows, int n, int head_dim) {
-  int d = 0;
-  for (; d + 32 <= head_dim; d += 32) {
-    __m256 a[R][4];
-    for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < 4; ++j) a[r][j] = _mm256_loadu_ps(acc + r * head_dim + d + 8 * j);
-    }
-    for (int t = 0; t < n; ++t) {
-      const float* v = v_rows[t] + d;
-      const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-      const __m256 v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
-      for (int r = 0; r < R; ++r) {
-        const __m256 pt = _mm256_set1_ps(p[r * kKvChunk + t]);
-        a[r][0] = _mm256_fmadd_ps(pt, v0, a[r][0]);
-        a[r][1] = _mm256_fmadd_ps(pt, v1, a[r][1]);
-        a[r][2] = _mm256_fmadd_ps(pt, v2, a[r][2]);
-        a[r][3] = _mm256_fmadd_ps(pt, v3, a[r][3]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc + r * head_dim + d + 8 * j, a[r][j]);
-    }
-  }
-  if (d == head_dim) return;
-  for (int r = 0; r < R; ++r) {  // dims past the last multiple of 32
-    for (int t = 0; t < n; ++t) axpy(acc + r * head_dim + d, p[r * kKvChunk + t], v_rows[t] + d, head_dim - d);
-  }
-}
-
 // [sum a, sum b, sum c, sum d]: three hadds reduce four dot-product accumulators at once, about
 // the cost of one hsum, so scoring 4 keys per pass pays a quarter of the horizontal-sum overhead.
 inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
@@ -148,11 +115,11 @@ inline void scores_4keys(const float* q, const float* k, int64_t key_stride, int
   for (int r = 0; r < R; ++r) _mm_storeu_ps(scores + r * score_stride, hsum4(s[r][0], s[r][1], s[r][2], s[r][3]));
 }
 
-// acc[r][d] += sum_t p[r * p_stride + t] * v[t * v_stride + d] for R rows (acc row stride head_dim)
-// and n keys at a fixed stride (the slots of one cache block): no per-key pointer table.
-template <int R>
-inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, const float* v, int64_t v_stride,
-                                  int n, int head_dim) {
+// acc[r][d] += sum_t p[r * p_stride + t] * row(t)[d] for R rows (acc row stride head_dim), where
+// row(t) is the address of key t's V row. 32 dims of each row's acc stay in registers across all
+// keys and the R rows share every load of V. Callers pass a pointer table or a fixed stride.
+template <int R, typename RowAt>
+inline void accumulate_pv_rows(float* acc, const float* p, int64_t p_stride, RowAt row, int n, int head_dim) {
   int d = 0;
   for (; d + 32 <= head_dim; d += 32) {
     __m256 a[R][4];
@@ -160,7 +127,7 @@ inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, 
       for (int j = 0; j < 4; ++j) a[r][j] = _mm256_loadu_ps(acc + r * head_dim + d + 8 * j);
     }
     for (int t = 0; t < n; ++t) {
-      const float* vt = v + t * v_stride + d;
+      const float* vt = row(t) + d;
       const __m256 v0 = _mm256_loadu_ps(vt), v1 = _mm256_loadu_ps(vt + 8);
       const __m256 v2 = _mm256_loadu_ps(vt + 16), v3 = _mm256_loadu_ps(vt + 24);
       for (int r = 0; r < R; ++r) {
@@ -177,8 +144,21 @@ inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, 
   }
   if (d == head_dim) return;
   for (int r = 0; r < R; ++r) {  // dims past the last multiple of 32
-    for (int t = 0; t < n; ++t) axpy(acc + r * head_dim + d, p[r * p_stride + t], v + t * v_stride + d, head_dim - d);
+    for (int t = 0; t < n; ++t) axpy(acc + r * head_dim + d, p[r * p_stride + t], row(t) + d, head_dim - d);
   }
+}
+
+// V rows through a per-key pointer table (p row stride kKvChunk): the tile kernel's chunks.
+template <int R>
+inline void accumulate_pv(float* acc, const float* p, const float* const* v_rows, int n, int head_dim) {
+  accumulate_pv_rows<R>(acc, p, kKvChunk, [v_rows](int t) { return v_rows[t]; }, n, head_dim);
+}
+
+// V rows at a fixed stride (the slots of one cache block): no per-key pointer table.
+template <int R>
+inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, const float* v, int64_t v_stride,
+                                  int n, int head_dim) {
+  accumulate_pv_rows<R>(acc, p, p_stride, [v, v_stride](int t) { return v + t * v_stride; }, n, head_dim);
 }
 
 }  // namespace bastion::cpu
