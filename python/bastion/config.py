@@ -40,7 +40,9 @@ class EngineConfig(BaseSettings):
     max_queued_requests: int | None = Field(None, ge=1, description="admission bound; past it: Overloaded")
     max_queued_tokens: int | None = Field(None, ge=1, description="bound on queued prompt tokens")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch and kernels; None = all cores")
-    attention_backend: Literal["auto", "torch", "cpu", "triton", "cuda"] = "auto"
+    kernel_backend: Literal["auto", "torch", "cpu", "triton", "cuda"] = Field(
+        "auto", description="backend of every bastion.ops call the model and sampler make; "
+        "\"auto\" = fastest for the device; ops the backend lacks go where \"auto\" sends them")
     enforce_eager: bool = Field(False, description="disable CUDA graphs on GPU")
 
     @classmethod
