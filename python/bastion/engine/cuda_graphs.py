@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +133,12 @@ def pad_decode_batch(
     return out
 
 
-def graph_blockers(probe: torch.Tensor) -> list[str]:
-    """Ops of the captured region whose "auto" backend for ``probe``'s device and dtype cannot be captured."""
+def graph_blockers(probe: torch.Tensor, backends: Mapping[str, str] | None = None) -> list[str]:
+    """Ops of the captured region whose backend (``backends[op]``, default "auto") for ``probe``'s device
+    and dtype cannot be captured."""
     blockers = []
     for op in CAPTURED_OPS:
-        fn = dispatch.resolve(op, "auto", probe)
+        fn = dispatch.resolve(op, (backends or {}).get(op, "auto"), probe)
         if fn.__module__ in _UNCAPTURABLE_MODULES:
             blockers.append(f"{op} ({fn.__module__})")
     return blockers
@@ -220,7 +222,7 @@ class CudaGraphRunner:
     def create(cls, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
                max_num_seqs: int, device: torch.device) -> CudaGraphRunner | None:
         """A runner, or None (with a warning) when an op of the forward would break capture."""
-        blockers = graph_blockers(kv_caches[0][0])
+        blockers = graph_blockers(kv_caches[0][0], getattr(model, "ops_backends", None))
         if blockers:
             log.warning("CUDA graphs disabled: these ops resolve to a backend that cannot be captured: %s",
                         ", ".join(blockers))

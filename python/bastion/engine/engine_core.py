@@ -21,7 +21,7 @@ from bastion import _core
 from bastion.config import EngineConfig
 from bastion.engine.model_runner import ModelRunner
 from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
-from bastion.engine.placement import resolve_device, resolve_dtype, size_kv_cache
+from bastion.engine.placement import plan_kernel_backends, resolve_device, resolve_dtype, size_kv_cache
 from bastion.engine.request import EngineRequest
 from bastion.model import load_model
 from bastion.sampling import IncrementalDetokenizer, Sampler, SamplingParams, SequenceState, StopChecker
@@ -42,7 +42,11 @@ class EngineCore:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
-        self.loaded = load_model(config.model, device=self.device, dtype=resolve_dtype(config.dtype, self.device))
+        dtype = resolve_dtype(config.dtype, self.device)
+        # checked before the weights load: a backend that cannot run here fails the construction at once
+        ops_backends, sample_backend = plan_kernel_backends(config.kernel_backend, self.device, dtype)
+        self.loaded = load_model(config.model, device=self.device, dtype=dtype)
+        self.loaded.model.set_ops_backends(ops_backends)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config
         self.max_model_len, num_blocks = size_kv_cache(config, self.model_config, self.loaded.model)
@@ -53,7 +57,7 @@ class EngineCore:
             long_prefill_token_threshold=config.long_prefill_token_threshold,
         )
         self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config)
-        self.sampler = Sampler()
+        self.sampler = Sampler(backend=sample_backend)
         self.eos_token_ids = list(self.tokenizer.eos_token_ids)
         self.requests: dict[str, EngineRequest] = {}
         self._by_core_id: dict[int, EngineRequest] = {}

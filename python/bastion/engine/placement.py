@@ -1,10 +1,12 @@
-"""Where the engine runs and how big its KV cache is: device, dtype, context length, block count."""
+"""Where the engine runs and how big its KV cache is: device, dtype, kernel backends, context length, block count."""
 
 from __future__ import annotations
 
 import torch
 
 from bastion.config import EngineConfig
+from bastion.model.llama import MODEL_OPS
+from bastion.ops import dispatch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,6 +23,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def plan_kernel_backends(name: str, device: torch.device, dtype: torch.dtype) -> tuple[dict[str, str], str]:
+    """``(backends of the model's ops, backend of the sampler)`` for ``EngineConfig.kernel_backend`` ``name``.
+
+    Ops the backend lacks go to "auto" (see ``bastion.ops.dispatch.plan``). Raises a ValueError naming
+    ``kernel_backend`` and the reason when the backend is unavailable or cannot run on ``device``/``dtype``.
+    """
+    try:
+        chosen = dispatch.plan(name, device.type, dict.fromkeys(MODEL_OPS, dtype) | {"sample": torch.float32})
+    except ValueError as exc:
+        raise ValueError(f"kernel_backend: {exc}") from None
+    sample = chosen.pop("sample")
+    return chosen, sample
 
 
 def kv_bytes_per_block(model_config: object, block_size: int, dtype: torch.dtype) -> int:

@@ -2,7 +2,8 @@
 
 Dense matmuls are plain torch; every fused op (RMSNorm with residual, rotary, KV write, paged
 attention, SiLU-and-mul) goes through ``bastion.ops`` so the same module runs on CPU and GPU with the
-fastest backend of each. Q/K/V and gate/up projections are stored fused (see ``bastion.model.fuse``).
+fastest backend of each, or with the backends ``LlamaForCausalLM.set_ops_backends`` names (the engine's
+``kernel_backend``). Q/K/V and gate/up projections are stored fused (see ``bastion.model.fuse``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bastion.model.rope import build_cos_sin_cache
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 RopeTables = tuple[torch.Tensor, torch.Tensor]
+# the bastion.ops calls of the forward pass (the keys of set_ops_backends)
+MODEL_OPS: tuple[str, ...] = ("rms_norm", "rotary_embedding", "reshape_and_cache", "paged_attention", "silu_and_mul")
 
 
 def rope_tables(cos_sin_cache: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> RopeTables:
@@ -46,6 +49,8 @@ def rotate_neox_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
 class RMSNorm(nn.Module):
     """RMSNorm whose optional residual add is fused into the same op."""
 
+    backend: str = "auto"  # of ops.rms_norm; see LlamaForCausalLM.set_ops_backends
+
     def __init__(self, hidden_size: int, eps: float) -> None:
         """A unit weight of ``hidden_size``; ``eps`` guards the reciprocal square root."""
         super().__init__()
@@ -55,11 +60,16 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``norm(x)``, or ``(norm(x + residual), x + residual)`` when given the residual stream."""
-        return ops.rms_norm(x, self.weight, self.eps, residual=residual)
+        return ops.rms_norm(x, self.weight, self.eps, residual=residual, backend=self.backend)
 
 
 class LlamaAttention(nn.Module):
     """Grouped-query self-attention with fused QKV, neox rotary and paged K/V."""
+
+    # backends of ops.rotary_embedding / reshape_and_cache / paged_attention; see LlamaForCausalLM.set_ops_backends
+    rotary_backend: str = "auto"
+    cache_backend: str = "auto"
+    attn_backend: str = "auto"
 
     def __init__(self, config: ModelConfig) -> None:
         """Allocate the projections for ``config`` (weights are assigned at load)."""
@@ -89,16 +99,18 @@ class LlamaAttention(nn.Module):
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         if rope is None:
-            q, k = ops.rotary_embedding(positions, q, k, cos_sin_cache, is_neox=True)
+            q, k = ops.rotary_embedding(positions, q, k, cos_sin_cache, is_neox=True, backend=self.rotary_backend)
         k_cache, v_cache = kv_cache
-        ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping)
+        ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping, backend=self.cache_backend)
         out = ops.paged_attention(q, k_cache, v_cache, attn.block_table, attn.seq_lens, attn.cu_seqlens_q,
-                                  scale=self.scale, sliding_window=self.sliding_window)
+                                  scale=self.scale, sliding_window=self.sliding_window, backend=self.attn_backend)
         return project(self.o_proj, out.reshape(tokens, self.q_size))
 
 
 class LlamaMLP(nn.Module):
     """SwiGLU feed-forward with a fused gate/up projection."""
+
+    backend: str = "auto"  # of ops.silu_and_mul; see LlamaForCausalLM.set_ops_backends
 
     def __init__(self, config: ModelConfig) -> None:
         """Allocate the projections for ``config``."""
@@ -108,7 +120,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``down(silu(gate(x)) * up(x))``."""
-        return project(self.down_proj, ops.silu_and_mul(project(self.gate_up_proj, x)))
+        return project(self.down_proj, ops.silu_and_mul(project(self.gate_up_proj, x), backend=self.backend))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -139,6 +151,9 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The ``CausalLM`` of the model contract: ``forward`` over a flat batch, ``compute_logits`` on chosen rows."""
 
+    ops_backends: Mapping[str, str] = dict.fromkeys(MODEL_OPS, "auto")  # set by set_ops_backends
+    rope_in_place: bool = True  # CPU fp32 rotary by rotate_neox_ while rotary is left to "auto"
+
     def __init__(self, config: ModelConfig) -> None:
         """Allocate every layer for ``config``; build on the meta device and use ``from_state_dict`` to load."""
         super().__init__()
@@ -165,6 +180,28 @@ class LlamaForCausalLM(nn.Module):
                                                   config.rope_scaling, dtype=torch.float32, device=device)
         return model.eval().requires_grad_(False)
 
+    def set_ops_backends(self, backends: Mapping[str, str]) -> None:
+        """Pass ``backends[op]`` as ``backend=`` to every ``bastion.ops`` call of ``op`` (ops not named: "auto").
+
+        Stored on each layer once, so a call costs no more than before. Unless rotary is left to
+        "auto", the CPU fp32 in-place rotary shortcut is off and rotary goes through ``ops.rotary_embedding``.
+        """
+        unknown = set(backends) - set(MODEL_OPS)
+        if unknown:
+            raise ValueError(f"set_ops_backends: unknown ops {sorted(unknown)}; the model calls {', '.join(MODEL_OPS)}")
+        chosen = {op: backends.get(op, "auto") for op in MODEL_OPS}
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.backend = chosen["rms_norm"]
+            elif isinstance(module, LlamaAttention):
+                module.rotary_backend = chosen["rotary_embedding"]
+                module.cache_backend = chosen["reshape_and_cache"]
+                module.attn_backend = chosen["paged_attention"]
+            elif isinstance(module, LlamaMLP):
+                module.backend = chosen["silu_and_mul"]
+        self.ops_backends = chosen
+        self.rope_in_place = chosen["rotary_embedding"] == "auto"
+
     @property
     def device(self) -> torch.device:
         """Device of the weights."""
@@ -183,9 +220,10 @@ class LlamaForCausalLM(nn.Module):
             raise ValueError(f"kv_caches has {len(kv_caches)} layers, the model has {len(self.layers)}")
         hidden = self.embed_tokens(input_ids)
         residual: torch.Tensor | None = None
-        # CPU fp32: gather cos/sin once per step and rotate in place (GPU backends fuse rotary already)
+        # CPU fp32 under "auto" rotary: gather cos/sin once per step and rotate in place (GPU backends fuse
+        # rotary already; a named rotary backend must not be bypassed)
         rope = (rope_tables(self.cos_sin_cache, positions, hidden.dtype)
-                if hidden.device.type == "cpu" and hidden.dtype == torch.float32 else None)
+                if self.rope_in_place and hidden.device.type == "cpu" and hidden.dtype == torch.float32 else None)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             hidden, residual = layer(hidden, residual, positions, self.cos_sin_cache, attn, kv_cache, rope)
         out, _ = self.norm(hidden, residual)  # config validation guarantees >= 1 layer, so residual is set

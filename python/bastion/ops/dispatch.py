@@ -13,7 +13,7 @@ functions are cached per (op, backend, device type, dtype), so a call costs one 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -108,6 +108,40 @@ def _load(backend: str) -> dict[str, Callable[..., Any]] | None:
 def available_backends() -> dict[str, str]:
     """Map every backend to "available" or the reason it could not be loaded."""
     return {name: "available" if _load(name) is not None else _unavailable[name] for name in BACKENDS}
+
+
+def _device_types(backend: str) -> tuple[str, ...] | None:
+    """Device types whose tensors ``backend`` (loaded) computes on; None = any torch device."""
+    if backend == "triton":  # CPU tensors only when the kernels were decorated under TRITON_INTERPRET=1
+        return ("cuda", "cpu") if importlib.import_module("bastion.kernels").interpreted() else ("cuda",)
+    return {"cpu": ("cpu",), "cuda": ("cuda",)}.get(backend)
+
+
+def plan(backend: str, device_type: str, dtypes: Mapping[str, torch.dtype]) -> dict[str, str]:
+    """The ``backend=`` argument to give each op of ``dtypes`` (op -> dtype of its data) so that
+    ``backend`` serves every call it can, decided once, before any call.
+
+    "auto" maps every op to "auto". A named backend maps the ops it implements in full and accepts
+    for their dtype (its ``supports``) to itself; the rest (ops it lacks, or serves only for some
+    arguments, ``PARTIAL_OPS``) to "auto". Raises ValueError, with the reason, for an unknown or
+    unavailable backend, one that does not run on ``device_type``, or one that would serve none of the ops.
+    """
+    if backend == "auto":
+        return dict.fromkeys(dtypes, "auto")
+    ops = _load(backend)
+    if ops is None:
+        raise ValueError(f"backend {backend!r} is not available: {_unavailable[backend]}")
+    devices = _device_types(backend)
+    if devices is not None and device_type not in devices:
+        raise ValueError(f"backend {backend!r} runs on {' / '.join(devices)} tensors, not on {device_type}")
+    supports = _supports.get(backend)
+    partial = _partial.get(backend, frozenset())
+    chosen = {op: backend if op in ops and op not in partial and (supports is None or supports(op, dtype)) else "auto"
+              for op, dtype in dtypes.items()}
+    if dtypes and backend not in chosen.values():
+        kinds = ", ".join(sorted({str(d) for d in dtypes.values()}))
+        raise ValueError(f"backend {backend!r} serves none of the ops {', '.join(dtypes)} on {device_type} {kinds} data")
+    return chosen
 
 
 def _explicit(op: str, backend: str) -> Callable[..., Any]:
