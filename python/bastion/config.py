@@ -25,6 +25,9 @@ class EngineConfig(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = Field(0, ge=0, description="default sampling seed of the engine")
+    activation_bits: Literal[16, 32] = Field(
+        16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
+                        "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")
 
     block_size: int = Field(16, ge=1, le=256, description="tokens per KV block")
     num_kv_blocks: int | None = Field(None, ge=2, description="KV blocks; None = from kv_cache_memory_mb")

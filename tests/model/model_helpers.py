@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from bastion.model import AttentionMetadata, LlamaForCausalLM
+
+Forward = Callable[[torch.Tensor, torch.Tensor, AttentionMetadata], torch.Tensor]
 
 
 class PagedSequences:
@@ -23,8 +26,11 @@ class PagedSequences:
         self.block_table = order.view(num_seqs, blocks_per_seq).to(torch.int32)
         self.lengths = [0] * num_seqs
 
-    def step(self, chunks: dict[int, list[int]]) -> torch.Tensor:
-        """Feed ``chunks[seq] = new token ids`` for each listed sequence; logits ``[T, vocab]`` of every fed token."""
+    def step(self, chunks: dict[int, list[int]], forward: Forward | None = None) -> torch.Tensor:
+        """Feed ``chunks[seq] = new token ids`` for each listed sequence; logits ``[T, vocab]`` of every fed token.
+
+        ``forward(ids, positions, attn)`` replaces the model's own forward over these caches when given.
+        """
         seqs = sorted(chunks)
         ids, positions, slots, cu = [], [], [], [0]
         for s in seqs:
@@ -44,8 +50,9 @@ class PagedSequences:
             max_seqlen_q=max(len(chunks[s]) for s in seqs),
             max_seq_len=max(seq_lens),
         )
-        hidden = self.model(torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64),
-                            attn, self.kv_caches)
+        ids_t, positions_t = torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64)
+        hidden = (self.model(ids_t, positions_t, attn, self.kv_caches) if forward is None
+                  else forward(ids_t, positions_t, attn))
         return self.model.compute_logits(hidden)
 
 

@@ -36,6 +36,30 @@ def test_matches_dequantized_matmul(qtype: str, m: int, n: int, k: int) -> None:
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * k**0.5)
 
 
+def _int16_rows(x: torch.Tensor) -> torch.Tensor:
+    """x rounded the way activation_bits=16 rounds it: per 32 values, scale max|x| / 32767, nearest (ties to even)."""
+    blocks = x.double().reshape(x.shape[0], -1, 32)
+    scale = (blocks.abs().amax(-1, keepdim=True) / 32767).float().double()  # the kernel keeps the scale in fp32
+    q = torch.where(scale > 0, torch.round((blocks.float() * (1 / scale.float())).double()), torch.zeros_like(blocks))
+    return (q * scale).reshape(x.shape)
+
+
+@pytest.mark.parametrize("qtype", list(TYPES))
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8])
+@pytest.mark.parametrize(("n", "k"), [(40, 64), (576, 1536)])
+def test_int16_activations_match_rounded_x(qtype: str, m: int, n: int, k: int) -> None:
+    """With int16 activations the result is the float64 matmul of the rounded x and the dequantized W."""
+    blocks, dense = _quantized(qtype, n, k, seed=m * 77 + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + 100))
+    x[0, :32] = 0.0  # an all-zero block: scale 0, no division by zero
+    x[1 % m, 40:50] = 300.0  # an outlier block: its other values keep 15 bits of the largest
+    got = cpu_backend.quant_matmul(x, blocks, TYPES[qtype], n, activation_bits=16)
+    ref = _int16_rows(x) @ dense.double().T
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * k**0.5)
+    exact = x.double() @ dense.double().T
+    assert float((got.double() - exact).norm() / exact.norm()) < 1e-4  # the rounding itself (measured ~2e-5)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_count_does_not_change_the_result(threads: int) -> None:
     blocks, _ = _quantized("Q4_1", 100, 96, seed=7)
@@ -57,6 +81,8 @@ def test_rejects_bad_arguments() -> None:
         cpu_backend.quant_matmul(torch.randn(1, 48), blocks, 8, 8)
     with pytest.raises(ValueError, match="uint8"):
         cpu_backend.quant_matmul(torch.randn(1, 64), blocks.float(), 8, 8)
+    with pytest.raises(ValueError, match="activation_bits"):
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 8, 8, activation_bits=8)
     with pytest.raises(ValueError, match="float32"):
         cpu_backend.quant_matmul(torch.randn(1, 64, dtype=torch.float64), blocks, 8, 8)
 

@@ -14,6 +14,8 @@ import torch
 from bastion.config import EngineConfig
 from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
+from bastion.model.cpu_decoder import CpuDecoder
+from bastion.model.quant_weights import DEFAULT_MAX_TOKENS, set_activation_bits
 
 
 class ModelRunner:
@@ -21,14 +23,23 @@ class ModelRunner:
 
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, device: torch.device,
                  *, config: EngineConfig | None = None) -> None:
-        """``config`` enables CUDA graphs on a CUDA device (sized by ``max_num_seqs``) unless
-        ``enforce_eager``; without a config the runner stays eager, as it cannot know either."""
+        """``config`` enables CUDA graphs on a CUDA device (sized by ``max_num_seqs``), or the one-call
+        C++ decoder for small steps of a GGUF-quantized model on the CPU, unless ``enforce_eager``;
+        without a config the runner stays eager and exact, as it cannot know either."""
         self.model = loaded.model
         self.device = device
         self.kv_caches = self.model.make_kv_caches(num_blocks, block_size)
         self.graphs: CudaGraphRunner | None = None
-        if device.type == "cuda" and config is not None and not config.enforce_eager:
+        self.cpu_decoder: CpuDecoder | None = None
+        if config is None or config.enforce_eager:
+            return
+        if device.type == "cuda":
             self.graphs = CudaGraphRunner.create(self.model, self.kv_caches, config.max_num_seqs, device)
+        elif device.type == "cpu":
+            set_activation_bits(self.model, config.activation_bits)
+            threads = config.num_threads or torch.get_num_threads()
+            self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=DEFAULT_MAX_TOKENS,
+                                                 threads=threads, activation_bits=config.activation_bits)
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
         t = torch.from_numpy(array)
@@ -61,4 +72,6 @@ class ModelRunner:
         )
         input_ids = self._tensor(step.input_ids, torch.int64)
         positions = self._tensor(step.positions, torch.int64)
+        if self.cpu_decoder is not None and self.cpu_decoder.applies(input_ids.shape[0]):
+            return self.cpu_decoder.forward(input_ids, positions, attn)
         return self.model.forward(input_ids, positions, attn, self.kv_caches)

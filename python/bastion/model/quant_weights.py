@@ -29,11 +29,6 @@ KERNEL_TYPES: dict[str, int] = {"Q4_1": 3, "Q8_0": 8}
 # (shared): blocks on 1 thread 11 / 40 / 85 ms at M = 1 / 8 / 16, torch fp32 GEMM on 1 thread
 # 44 / 76 / 100 ms; torch on 2 quiet cores would roughly halve that, so the tie is near M = 8.
 DEFAULT_MAX_TOKENS = 8
-# One core per call: a decoder matrix is tens of microseconds of work, and when anything else runs on
-# the cores a two-thread OpenMP team waits a whole OS time slice at the join for a parked thread.
-# Measured with bench/bench_quant_decode.py on 2 shared cores: 1 thread ~60 tok/s, 2 threads ~2-12;
-# on a quiet host both give ~59 tok/s single-stream decode (one core already saturates the blocks).
-DECODE_THREADS = 1
 _LINEAR_GROUPS = {k: v for k, v in _LAYER_GROUPS.items() if "norm" not in k}
 # beside the converted fp32 weights; keys are "<param name>:<ggml type name>"
 _CACHE_FILE = "quantized.safetensors"
@@ -47,13 +42,16 @@ class QuantizedWeight:
     ggml_type: int
     out_features: int
     max_tokens: int = DEFAULT_MAX_TOKENS
-    threads: int = DECODE_THREADS
+    threads: int | None = None  # None: cpu_backend.num_threads(), i.e. the engine's num_threads
+    activation_bits: int = 32  # 16: round x to int16 per 32 values (see cpu_backend.quant_matmul)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [M, K] @ W^T`` in fp32 (the dequantized matmul up to summation order)."""
+        """``x [M, K] @ W^T`` in fp32: the dequantized matmul up to summation order, or with x rounded
+        to int16 per 32 values when ``activation_bits`` is 16 (see ``cpu_backend.quant_matmul``)."""
         from bastion.ops import cpu_backend  # the native core is only needed once the path is used
 
-        return cpu_backend.quant_matmul(x, self.blocks, self.ggml_type, self.out_features, self.threads)
+        return cpu_backend.quant_matmul(x, self.blocks, self.ggml_type, self.out_features, self.threads,
+                                        self.activation_bits)
 
     def applies(self, x: torch.Tensor) -> bool:
         """Whether ``x`` is a small fp32 CPU batch this weight should serve."""
@@ -134,6 +132,14 @@ def set_max_tokens(model: nn.Module, max_tokens: int) -> None:
     """Route steps of at most ``max_tokens`` tokens through the blocks (0 turns the path off)."""
     for weight in quantized_weights(model):
         weight.max_tokens = max_tokens
+
+
+def set_activation_bits(model: nn.Module, bits: int) -> None:
+    """Activation precision of every quantized matmul of ``model``: 16 (rounded per block) or 32 (exact)."""
+    if bits not in (16, 32):
+        raise ValueError(f"activation_bits must be 16 or 32, got {bits}")
+    for weight in quantized_weights(model):
+        weight.activation_bits = bits
 
 
 def quantized_weights(model: nn.Module) -> list[QuantizedWeight]:

@@ -1,0 +1,176 @@
+// Bindings of csrc/cpu.
+#include "bindings/bindings.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+#include <cstdint>
+
+#include "cpu/attention_plan.h"
+#include "cpu/cache_write.h"
+#include "cpu/decoder_program.h"
+#include "cpu/elementwise.h"
+#include "cpu/paged_attention.h"
+#include "cpu/quant_gemv.h"
+
+namespace {
+
+// Python passes tensor.data_ptr() ints; the wrapper (bastion/ops/cpu_backend.py) has already
+// checked dtype (fp32), device (cpu) and that the innermost dim is contiguous.
+template <typename T>
+T* as_ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+bastion::cpu::ActivationBits as_bits(int bits) {
+  if (bits != 32 && bits != 16) throw std::invalid_argument("activation_bits must be 32 or 16");
+  return static_cast<bastion::cpu::ActivationBits>(bits);
+}
+
+// (blocks, ggml type, rows, cols, bias or 0) -> a quantized linear layer of the decoder program
+bastion::cpu::QuantLinear as_linear(const py::tuple& t) {
+  if (t.size() != 5) throw std::invalid_argument("decoder program: a linear is (blocks, ggml_type, rows, cols, bias)");
+  return {as_ptr<const uint8_t>(t[0].cast<std::uintptr_t>()), static_cast<bastion::cpu::QuantType>(t[1].cast<int>()),
+          t[2].cast<int64_t>(), t[3].cast<int64_t>(), as_ptr<const float>(t[4].cast<std::uintptr_t>())};
+}
+
+void bind_decoder_program(py::module_& sub) {
+  namespace cpu = bastion::cpu;
+  py::class_<cpu::DecoderProgram>(sub, "DecoderProgram",
+                                  "The whole Llama decoder for small fp32 CPU steps as one call (see decoder_program.h).")
+      .def(py::init([](int hidden, int num_heads, int num_kv_heads, int head_dim, int intermediate, int rotary_half,
+                       int block_size, int64_t num_blocks, float eps, float scale, int sliding_window,
+                       std::uintptr_t final_norm, int activation_bits) {
+             const cpu::DecoderShape shape{hidden, num_heads, num_kv_heads, head_dim, intermediate, rotary_half,
+                                           block_size, num_blocks, eps, scale, sliding_window};
+             return cpu::DecoderProgram(shape, as_ptr<const float>(final_norm), as_bits(activation_bits));
+           }),
+           py::kw_only(), py::arg("hidden"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
+           py::arg("intermediate"), py::arg("rotary_half"), py::arg("block_size"), py::arg("num_blocks"),
+           py::arg("eps"), py::arg("scale"), py::arg("sliding_window"), py::arg("final_norm"),
+           py::arg("activation_bits"))
+      .def(
+          "add_layer",
+          [](cpu::DecoderProgram& program, std::uintptr_t input_norm, std::uintptr_t post_norm, const py::tuple& qkv,
+             const py::tuple& o, const py::tuple& gate_up, const py::tuple& down, std::uintptr_t k_cache,
+             std::uintptr_t v_cache) {
+            program.add_layer({as_ptr<const float>(input_norm), as_ptr<const float>(post_norm), as_linear(qkv),
+                               as_linear(o), as_linear(gate_up), as_linear(down), as_ptr<float>(k_cache),
+                               as_ptr<float>(v_cache)});
+          },
+          "Append a layer: norm weights, four (blocks, ggml_type, rows, cols, bias) linears, contiguous K/V caches.")
+      .def("scratch_floats", &cpu::DecoderProgram::scratch_floats, "Scratch floats a step of this many tokens needs.")
+      .def_property_readonly("num_layers", &cpu::DecoderProgram::num_layers)
+      .def(
+          "run",
+          [](const cpu::DecoderProgram& program, std::uintptr_t hidden, std::uintptr_t scratch, int64_t num_tokens,
+             std::uintptr_t cos, std::uintptr_t sin, std::uintptr_t slot_mapping, std::uintptr_t block_table,
+             int max_blocks_per_seq, std::uintptr_t seq_lens, std::uintptr_t cu_seqlens_q, int num_seqs, int threads) {
+            const cpu::DecoderStep step{num_tokens, as_ptr<const float>(cos), as_ptr<const float>(sin),
+                                        as_ptr<const int64_t>(slot_mapping), as_ptr<const int32_t>(block_table),
+                                        max_blocks_per_seq, as_ptr<const int32_t>(seq_lens),
+                                        as_ptr<const int32_t>(cu_seqlens_q), num_seqs};
+            py::gil_scoped_release release;
+            program.run(step, as_ptr<float>(hidden), as_ptr<float>(scratch), threads);
+          },
+          "Embeddings in hidden [num_tokens, hidden] -> final-normed hidden states; writes the step's K/V.");
+}
+
+bastion::cpu::PagedCache as_cache(std::uintptr_t data, int64_t block_stride, int64_t slot_stride, int64_t head_stride) {
+  return {as_ptr<const float>(data), block_stride, slot_stride, head_stride};
+}
+
+}  // namespace
+
+void bastion_bindings::bind_cpu(py::module_& m) {
+  namespace cpu = bastion::cpu;
+  py::module_ sub = m.def_submodule("cpu", "fp32 CPU kernels on raw tensor pointers (see bastion.ops.cpu_backend)");
+  sub.def(
+      "paged_attention",
+      [](std::uintptr_t q, int64_t q_ts, int64_t q_hs, std::uintptr_t out, int64_t out_ts, int64_t out_hs,
+         std::uintptr_t k, int64_t k_bs, int64_t k_ss, int64_t k_hs, std::uintptr_t v, int64_t v_bs, int64_t v_ss,
+         int64_t v_hs, std::uintptr_t block_table, int64_t block_table_stride, std::uintptr_t seq_lens,
+         std::uintptr_t cu_seqlens_q, int64_t num_tokens, int num_seqs, int num_heads, int num_kv_heads, int head_dim,
+         int block_size, int max_blocks_per_seq, int64_t num_blocks, float scale, int sliding_window, int threads) {
+        const cpu::PagedAttentionArgs args{as_ptr<const float>(q), q_ts, q_hs, as_ptr<float>(out), out_ts, out_hs,
+                                           as_cache(k, k_bs, k_ss, k_hs), as_cache(v, v_bs, v_ss, v_hs),
+                                           as_ptr<const int32_t>(block_table), block_table_stride,
+                                           as_ptr<const int32_t>(seq_lens), as_ptr<const int32_t>(cu_seqlens_q),
+                                           num_tokens, num_seqs, num_heads, num_kv_heads, head_dim, block_size,
+                                           max_blocks_per_seq, num_blocks, scale, sliding_window};
+        py::gil_scoped_release release;
+        cpu::paged_attention(args, threads);
+      },
+      "Paged attention over fp32 NHD caches; pointers are tensor.data_ptr() ints, strides in elements.");
+  sub.def(
+      "reshape_and_cache",
+      [](std::uintptr_t key, int64_t key_ts, int64_t key_hs, std::uintptr_t value, int64_t value_ts,
+         int64_t value_hs, std::uintptr_t k_cache, int64_t k_bs, int64_t k_ss, int64_t k_hs, std::uintptr_t v_cache,
+         int64_t v_bs, int64_t v_ss, int64_t v_hs, std::uintptr_t slot_mapping, int64_t num_tokens,
+         int num_kv_heads, int head_dim, int block_size, int64_t num_blocks, int threads) {
+        const cpu::KvWriteArgs args{as_ptr<const float>(key), key_ts, key_hs, as_ptr<const float>(value), value_ts,
+                                    value_hs, {as_ptr<float>(k_cache), k_bs, k_ss, k_hs},
+                                    {as_ptr<float>(v_cache), v_bs, v_ss, v_hs}, as_ptr<const int64_t>(slot_mapping),
+                                    num_tokens, num_kv_heads, head_dim, block_size, num_blocks};
+        py::gil_scoped_release release;
+        cpu::reshape_and_cache(args, threads);
+      },
+      "Write K/V rows into their cache slots (int64 slot_mapping, -1 = skip).");
+  sub.def(
+      "rms_norm",
+      [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t residual_in, std::uintptr_t residual_out,
+         std::uintptr_t out, int64_t rows, int hidden, float eps, int threads) {
+        py::gil_scoped_release release;
+        cpu::rms_norm(as_ptr<const float>(x), as_ptr<const float>(weight), as_ptr<const float>(residual_in),
+                      as_ptr<float>(residual_out), as_ptr<float>(out), rows, hidden, eps, threads);
+      },
+      "RMSNorm of contiguous fp32 rows; with residual_in (0 = none), residual_out = x + residual_in is normalised.");
+  sub.def(
+      "silu_and_mul",
+      [](std::uintptr_t x, std::uintptr_t out, int64_t rows, int d, int threads) {
+        py::gil_scoped_release release;
+        cpu::silu_and_mul(as_ptr<const float>(x), as_ptr<float>(out), rows, d, threads);
+      },
+      "silu(x[:, :d]) * x[:, d:] for contiguous fp32 x [rows, 2d].");
+  sub.def(
+      "quant_matmul",
+      [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, int64_t M, int64_t N, int64_t K, int ggml_type,
+         int threads, int activation_bits) {
+        const auto type = static_cast<cpu::QuantType>(ggml_type);
+        if (cpu::quant_block_bytes(type) == 0) throw std::invalid_argument("quant_matmul: unsupported ggml type");
+        if (K % cpu::kQuantBlock != 0) throw std::invalid_argument("quant_matmul: K must be a multiple of 32");
+        const cpu::ActivationBits bits = as_bits(activation_bits);
+        py::gil_scoped_release release;
+        cpu::quant_matmul(as_ptr<const float>(x), as_ptr<const uint8_t>(w), as_ptr<float>(y), M, N, K, type, threads,
+                          bits);
+      },
+      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml type 3 = Q4_1, 8 = Q8_0);\n"
+      "activation_bits 16 rounds x per 32 values to int16 first (integer dot products); 32 keeps fp32.");
+  sub.def(
+      "attention_plan",
+      [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> seq_lens,
+         py::array_t<int32_t, py::array::c_style | py::array::forcecast> cu_seqlens_q, int num_kv_heads,
+         int group_size, int sliding_window, int threads) {
+        if (cu_seqlens_q.size() != seq_lens.size() + 1) throw std::invalid_argument("cu_seqlens_q needs num_seqs + 1 entries");
+        cpu::AttentionPlanOptions options;
+        options.num_threads = threads;
+        const cpu::AttentionPlan plan =
+            cpu::plan_attention(seq_lens.data(), cu_seqlens_q.data(), static_cast<int>(seq_lens.size()), num_kv_heads,
+                                group_size, sliding_window, options);
+        py::list items;
+        for (const auto& it : plan.items) {
+          items.append(py::make_tuple(it.seq, it.kv_head_begin, it.kv_head_end, it.q_begin, it.q_end, it.kv_begin,
+                                      it.kv_end, it.partial));
+        }
+        py::dict result;
+        result["items"] = items;
+        result["num_merges"] = plan.merges.size();
+        result["num_partials"] = plan.num_partials;
+        return result;
+      },
+      "The work items paged_attention would run: (seq, kv_head_begin, kv_head_end, q_begin, q_end, kv_begin, "
+      "kv_end, partial).");
+  bind_decoder_program(sub);
+}

@@ -1,0 +1,68 @@
+"""The one-call C++ decoder (``CpuDecoder``) against the module-by-module model on the real SmolLM2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bastion.model.cpu_decoder import CpuDecoder
+from model_helpers import PagedSequences
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea, there lived"]
+
+
+def _twin_runs(loaded, bits: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, ...]]]:
+    """One schedule through the modules and through the decoder; returns (logit pairs, KV cache pairs).
+
+    Prefills (over 8 tokens) run through the modules on both sides, as in the engine. The small steps
+    cover batched decodes, a 5-token chunk beside a decode, and decodes crossing block edges (block 4).
+    """
+    first, second = (loaded.tokenizer.encode(p) for p in PROMPTS)
+    plain = PagedSequences(loaded.model, num_seqs=2, block_size=4, seed=5)
+    fused = PagedSequences(loaded.model, num_seqs=2, block_size=4, seed=5)  # same permuted block tables
+    decoder = CpuDecoder.create(loaded.model, fused.kv_caches, max_tokens=8, threads=1, activation_bits=bits)
+    assert decoder is not None
+    plain.step({0: first})
+    fused.step({0: first})
+    schedule = [{0: [11]}, {0: [12], 1: second[:5]}, {0: [13], 1: second[5:6]}]
+    schedule += [{0: [20 + i], 1: [40 + i]} for i in range(6)]
+    logits = [(plain.step(chunks), fused.step(chunks, forward=decoder.forward)) for chunks in schedule]
+    return logits, list(zip(plain.kv_caches, fused.kv_caches, strict=True))
+
+
+@pytest.mark.parametrize(("bits", "atol"), [(32, 2e-4), (16, 2e-2)])
+def test_decoder_equals_modules(smollm2_model, bits: int, atol: float) -> None:
+    """fp32 activations: the same kernels in the same order, so logits and the written K/V agree to
+    rounding. int16 activations: logits within 2e-2 (measured max 8e-3 on logits of magnitude ~20)."""
+    logits, caches = _twin_runs(smollm2_model, bits)
+    for expected, got in logits:
+        torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+        assert torch.equal(got.argmax(-1), expected.argmax(-1))
+    for (k1, v1), (k2, v2) in caches:
+        torch.testing.assert_close(k2, k1, atol=atol / 2, rtol=1e-4)
+        torch.testing.assert_close(v2, v1, atol=atol / 2, rtol=1e-4)
+
+
+def test_decoder_rejects_steps_it_does_not_serve(smollm2_model) -> None:
+    seqs = PagedSequences(smollm2_model.model, block_size=4)
+    decoder = CpuDecoder.create(smollm2_model.model, seqs.kv_caches, max_tokens=2, threads=1, activation_bits=32)
+    assert decoder is not None and decoder.applies(2) and not decoder.applies(3) and not decoder.applies(0)
+    with pytest.raises(ValueError, match="1..2 tokens"):
+        seqs.step({0: [1, 2, 3]}, forward=decoder.forward)
+
+
+def test_decoder_declines_models_it_cannot_run(smollm2_model) -> None:
+    model = smollm2_model.model
+    caches = model.make_kv_caches(4, 4)
+    assert CpuDecoder.create(model, caches, max_tokens=0, threads=1, activation_bits=32) is None
+    model.set_ops_backends({"paged_attention": "torch"})  # an explicitly chosen backend must not be bypassed
+    try:
+        assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is None
+    finally:
+        model.set_ops_backends({})
+    attn = model.layers[0].self_attn.o_proj
+    blocks = attn.__dict__.pop("quantized")  # a layer without GGUF blocks: nothing to point at
+    try:
+        assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is None
+    finally:
+        attn.quantized = blocks
+    assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is not None
