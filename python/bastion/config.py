@@ -46,7 +46,8 @@ class EngineConfig(BaseSettings):
     kernel_backend: Literal["auto", "torch", "cpu", "triton", "cuda"] = Field(
         "auto", description="backend of every bastion.ops call the model and sampler make; "
         "\"auto\" = fastest for the device; ops the backend lacks go where \"auto\" sends them")
-    enforce_eager: bool = Field(False, description="disable CUDA graphs on GPU")
+    enforce_eager: bool = Field(False, description="run module by module: no CUDA graphs on a GPU, no one-call "
+                                                   "C++ decoder for small CPU steps")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> EngineConfig:

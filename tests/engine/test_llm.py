@@ -178,3 +178,36 @@ def test_engine_seed_makes_unseeded_sampling_reproducible(smollm2_path) -> None:
     first = run(seed=1)
     assert run(seed=1) == first
     assert run(seed=2) != first
+
+
+def test_decoder_program_serves_small_steps_like_the_modules(smollm2_path, llm: bastion.LLM,
+                                                             alone: list[list[int]]) -> None:
+    """Small CPU steps of the GGUF model run as one C++ call by default (int16 activations); the
+    module-by-module engine (enforce_eager) and the exact program give the same greedy tokens."""
+    assert llm.engine.runner.cpu_decoder is not None
+    eager = bastion.LLM(model=str(smollm2_path), num_kv_blocks=256, enforce_eager=True)
+    exact = bastion.LLM(model=str(smollm2_path), num_kv_blocks=256, activation_bits=32)
+    assert eager.engine.runner.cpu_decoder is None and exact.engine.runner.cpu_decoder is not None
+    for engine in (eager, exact):
+        assert [o.token_ids for o in engine.generate(PROMPTS, GREEDY, use_tqdm=False)] == alone
+
+
+def test_bad_slot_in_the_decoder_program_fails_that_step_only(llm: bastion.LLM, alone: list[list[int]]) -> None:
+    """The C++ program checks the step's metadata before writing: a corrupt slot fails the step's
+    requests with a clear error, frees their blocks, and the next request is served normally."""
+    decoder = llm.engine.runner.cpu_decoder
+    real_forward = decoder.forward
+
+    def corrupt_forward(input_ids, positions, attn):  # noqa: ANN001, ANN202
+        attn.slot_mapping = attn.slot_mapping.clone().fill_(10**9)
+        return real_forward(input_ids, positions, attn)
+
+    decoder.forward = corrupt_forward
+    try:
+        outs = llm.generate(PROMPTS[:1], GREEDY, use_tqdm=False)
+    finally:
+        decoder.forward = real_forward
+    assert outs[0].finish_reason == "error" and "outside the cache" in outs[0].metrics.error
+    stats = llm.stats()
+    assert stats["num_free_blocks"] == stats["num_total_blocks"]
+    assert llm.generate(PROMPTS[0], GREEDY, use_tqdm=False)[0].token_ids == alone[0]
