@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bastion.model import load_model
 from bastion.model.cpu_decoder import CpuDecoder
+from gguf_builder import write_llama_gguf
 from model_helpers import PagedSequences
+from tiny_models import tiny_model
+
+gguf = pytest.importorskip("gguf")
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea, there lived"]
 
 
-def _twin_runs(loaded, bits: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, ...]]]:
+def _twin_runs(loaded, bits: int, prompts: tuple[list[int], list[int]] | None = None,
+               ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, ...]]]:
     """One schedule through the modules and through the decoder; returns (logit pairs, KV cache pairs).
 
     Prefills (over 8 tokens) run through the modules on both sides, as in the engine. The small steps
     cover batched decodes, a 5-token chunk beside a decode, and decodes crossing block edges (block 4).
     """
-    first, second = (loaded.tokenizer.encode(p) for p in PROMPTS)
+    first, second = prompts or [loaded.tokenizer.encode(p) for p in PROMPTS]
     plain = PagedSequences(loaded.model, num_seqs=2, block_size=4, seed=5)
     fused = PagedSequences(loaded.model, num_seqs=2, block_size=4, seed=5)  # same permuted block tables
     decoder = CpuDecoder.create(loaded.model, fused.kv_caches, max_tokens=8, threads=1, activation_bits=bits)
@@ -40,6 +46,22 @@ def test_decoder_equals_modules(smollm2_model, bits: int, atol: float) -> None:
     for (k1, v1), (k2, v2) in caches:
         torch.testing.assert_close(k2, k1, atol=atol / 2, rtol=1e-4)
         torch.testing.assert_close(v2, v1, atol=atol / 2, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("kind", "arch", "qtype"), [("qwen2", "qwen2", "Q8_0"), ("llama3", "llama", "Q4_1")])
+def test_decoder_serves_other_llama_family_models(tmp_path, kind: str, arch: str, qtype: str) -> None:
+    """Qwen2 (QKV bias, tied embeddings, Q8_0) and Llama 3 (rope scaling, q/k permuted in the file,
+    Q4_1): tiny random GGUFs through the decoder equal the modules."""
+    path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model(kind, seed=3), arch=arch,
+                            qtype=gguf.GGMLQuantizationType[qtype])
+    loaded = load_model(path)
+    ids = torch.randint(2, 300, (20,), generator=torch.Generator().manual_seed(1)).tolist()
+    logits, caches = _twin_runs(loaded, 32, prompts=(ids[:11], ids[11:]))
+    for expected, got in logits:
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    for (k1, v1), (k2, v2) in caches:
+        torch.testing.assert_close(k2, k1, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v2, v1, atol=1e-5, rtol=1e-4)
 
 
 def test_decoder_rejects_steps_it_does_not_serve(smollm2_model) -> None:
