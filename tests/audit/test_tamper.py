@@ -88,29 +88,21 @@ def sqlite_trail(tmp_path):
     db.close()
 
 
-def test_sqlite_edited_row_is_named(sqlite_trail):
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq", "reason"),
+    [
+        ("UPDATE audit_records SET body=replace(body, 'acme', 'evil') WHERE seq=2", 2, "modified"),
+        ("UPDATE audit_records SET outcome='blocked' WHERE seq=5", 5, "outcome"),
+        ("DELETE FROM audit_records WHERE seq=4", 4, "missing"),
+    ],
+    ids=["edited row", "edited mirror column", "deleted row"],
+)
+def test_sqlite_tampered_row_is_named(sqlite_trail, tamper, bad_seq, reason):
     path, db = sqlite_trail
-    body = db.execute("SELECT body FROM audit_records WHERE seq=2").fetchone()[0]
-    db.execute("UPDATE audit_records SET body=? WHERE seq=2", (body.replace("acme", "evil"),))
+    assert db.execute(tamper).rowcount == 1
     db.commit()
     result = verify(path)
-    assert result.first_bad_seq == 2 and "modified" in result.reason
-
-
-def test_sqlite_edited_mirror_column_is_named(sqlite_trail):
-    path, db = sqlite_trail
-    db.execute("UPDATE audit_records SET outcome='blocked' WHERE seq=5")
-    db.commit()
-    result = verify(path)
-    assert result.first_bad_seq == 5 and "outcome" in result.reason
-
-
-def test_sqlite_deleted_row_is_named(sqlite_trail):
-    path, db = sqlite_trail
-    db.execute("DELETE FROM audit_records WHERE seq=4")
-    db.commit()
-    result = verify(path)
-    assert result.first_bad_seq == 4 and "missing" in result.reason
+    assert result.first_bad_seq == bad_seq and reason in result.reason
 
 
 def test_sqlite_reordered_rows_are_named(sqlite_trail):

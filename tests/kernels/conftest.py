@@ -11,10 +11,15 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
+
+# The paged-batch builder and the float64 oracles are shared with tests/ops (one module, ops_helpers).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
+import ops_helpers  # noqa: E402
+from ops_helpers import PagedBatch  # noqa: E402
 
 # Set when bastion.kernels was imported (decorated) before this file could switch the interpreter on:
 # its kernels would then need a GPU driver, so the Triton tests fail fast with this explanation.
@@ -32,54 +37,6 @@ def _kernels_decorated_for_this_machine(request: pytest.FixtureRequest) -> None:
     if LATE_INTERPRETER and request.node.module.__name__.startswith("test_triton"):
         pytest.fail(LATE_INTERPRETER)
 
-NUM_KV_HEADS = 2
-CANARY = 1234.5  # fills unused cache pages: a kernel reading one would be far off the reference
-
-
-@dataclass
-class PagedBatch:
-    """A varlen batch over paged K/V caches, in the layout of the ops contract."""
-
-    q: torch.Tensor
-    k_cache: torch.Tensor
-    v_cache: torch.Tensor
-    block_table: torch.Tensor
-    seq_lens: torch.Tensor
-    cu_seqlens_q: torch.Tensor
-
-    def args(self) -> tuple[torch.Tensor, ...]:
-        """Positional arguments of ``paged_attention``."""
-        return self.q, self.k_cache, self.v_cache, self.block_table, self.seq_lens, self.cu_seqlens_q
-
-
-def build_paged_batch(q_lens: list[int], seq_lens: list[int], *, group: int, head_size: int, block_size: int,
-                      dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu") -> PagedBatch:
-    """Random queries and caches (built on the CPU, then moved to ``device``); each sequence's pages are a
-    random permutation of the pool. Pages no sequence uses hold CANARY, and block-table padding points at
-    page 0, so stray reads show.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    pages_per_seq = [-(-n // block_size) for n in seq_lens]
-    num_blocks = sum(pages_per_seq) + 3
-    shape = (num_blocks, block_size, NUM_KV_HEADS, head_size)
-    k_cache = torch.full(shape, CANARY, dtype=dtype)
-    v_cache = torch.full(shape, CANARY, dtype=dtype)
-    order = torch.randperm(num_blocks - 1, generator=gen) + 1  # page 0 stays a canary page
-    block_table = torch.zeros((len(seq_lens), max(pages_per_seq)), dtype=torch.int32)
-    taken = 0
-    for i, (n, pages) in enumerate(zip(seq_lens, pages_per_seq)):
-        block_table[i, :pages] = order[taken:taken + pages].to(torch.int32)
-        taken += pages
-        for cache in (k_cache, v_cache):
-            flat = cache[block_table[i, :pages].long()].reshape(-1, NUM_KV_HEADS, head_size)
-            flat[:n] = torch.randn((n, NUM_KV_HEADS, head_size), generator=gen).to(dtype)
-            cache[block_table[i, :pages].long()] = flat.view(pages, block_size, NUM_KV_HEADS, head_size)
-    cu = torch.zeros(len(q_lens) + 1, dtype=torch.int32)
-    cu[1:] = torch.tensor(q_lens).cumsum(0)
-    q = torch.randn((int(cu[-1]), NUM_KV_HEADS * group, head_size), generator=gen).to(dtype)
-    tensors = (q, k_cache, v_cache, block_table, torch.tensor(seq_lens, dtype=torch.int32), cu)
-    return PagedBatch(*(t.to(device) for t in tensors))
-
 
 @pytest.fixture(scope="session")
 def device() -> torch.device:
@@ -89,24 +46,17 @@ def device() -> torch.device:
 
 @pytest.fixture
 def make_paged_batch(device: torch.device) -> Callable[..., PagedBatch]:
-    """Factory for ``PagedBatch`` on the test device (see ``build_paged_batch``)."""
-    return functools.partial(build_paged_batch, device=device)
+    """Factory for ``PagedBatch`` on the test device (see ``ops_helpers.make_paged_batch``)."""
+    return functools.partial(ops_helpers.make_paged_batch, device=device)
 
 
 @pytest.fixture
 def attention_oracle() -> Callable[..., torch.Tensor]:
-    """float64 reference attention of a ``PagedBatch`` (the torch backend fed float64 tensors).
+    """float64 reference attention of a ``PagedBatch``, gathered token by token (``ops_helpers.attention_oracle``).
 
     Only the valid tokens of each sequence are gathered, so CANARY pages never reach the reference.
     """
-    from bastion.ops import torch_ref
-
-    def oracle(batch: PagedBatch, sliding_window: int | None = None) -> torch.Tensor:
-        return torch_ref.paged_attention(batch.q.double(), batch.k_cache.double(), batch.v_cache.double(),
-                                         batch.block_table, batch.seq_lens, batch.cu_seqlens_q,
-                                         sliding_window=sliding_window)
-
-    return oracle
+    return ops_helpers.attention_oracle
 
 
 # Tolerances vs a float64 oracle (KERNELS.md D.2): fp32 1e-5; fp16 inputs 2e-3.

@@ -1,5 +1,7 @@
 """Builders of random paged batches and float64 oracles written independently of bastion.ops.
 
+Shared by tests/ops and tests/kernels (whose conftest puts this directory on ``sys.path``).
+
 The attention oracle follows KERNELS.md D.2: gather every cached token one by one through the
 block table, repeat the KV heads per group, and compute masked softmax(q k^T * scale) v in float64
 with plain torch ops (not SDPA), so it shares no numerics with any backend.
@@ -12,10 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+# The builder fills every cache slot no sequence uses with this: a kernel reading one is far off the oracle.
+CANARY = 1234.5
+
 
 @dataclass
 class PagedBatch:
-    """A varlen attention problem over paged K/V caches (pages handed out in random order)."""
+    """A varlen attention problem over paged K/V caches, in the layout of the ops contract."""
 
     q: torch.Tensor
     k_cache: torch.Tensor
@@ -25,37 +30,49 @@ class PagedBatch:
     cu_seqlens_q: torch.Tensor
 
     def args(self) -> tuple[torch.Tensor, ...]:
-        """Positional arguments of ``bastion.ops.paged_attention``."""
+        """Positional arguments of ``paged_attention`` (``bastion.ops`` and ``bastion.kernels``)."""
         return self.q, self.k_cache, self.v_cache, self.block_table, self.seq_lens, self.cu_seqlens_q
 
 
 def make_paged_batch(
+    q_lens: list[int],
     seq_lens: list[int],
-    query_lens: list[int],
     *,
-    num_kv_heads: int,
     group: int,
-    head_dim: int,
+    head_size: int,
     block_size: int,
+    num_kv_heads: int = 2,
+    dtype: torch.dtype = torch.float32,
     seed: int = 0,
-    spare_blocks: int = 3,
+    device: torch.device | str = "cpu",
 ) -> PagedBatch:
-    """Random q and caches for sequences whose last ``query_lens[i]`` of ``seq_lens[i]`` tokens are queries."""
+    """Random q and caches for sequences whose last ``q_lens[i]`` of ``seq_lens[i]`` tokens are queries.
+
+    Built on the CPU, then moved to ``device``. Each sequence's pages are a random draw from the pool;
+    every slot no sequence uses (page 0, two spare pages, the tail of each last page) holds CANARY, and
+    block-table padding points at page 0, so stray reads show.
+    """
     gen = torch.Generator().manual_seed(seed)
-    blocks_per_seq = [-(-n // block_size) for n in seq_lens]
-    num_blocks = sum(blocks_per_seq) + spare_blocks
-    shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    k_cache = torch.randn(shape, generator=gen)
-    v_cache = torch.randn(shape, generator=gen)
-    pages = torch.randperm(num_blocks, generator=gen)
-    table = torch.zeros(len(seq_lens), max(blocks_per_seq) + 1, dtype=torch.int32)
-    used = 0
-    for i, n in enumerate(blocks_per_seq):
-        table[i, :n] = pages[used : used + n]
-        used += n
-    cu = torch.tensor([0, *torch.tensor(query_lens).cumsum(0).tolist()], dtype=torch.int32)
-    q = torch.randn(int(cu[-1]), num_kv_heads * group, head_dim, generator=gen)
-    return PagedBatch(q, k_cache, v_cache, table, torch.tensor(seq_lens, dtype=torch.int32), cu)
+    pages_per_seq = [-(-n // block_size) for n in seq_lens]
+    num_blocks = sum(pages_per_seq) + 3
+    shape = (num_blocks, block_size, num_kv_heads, head_size)
+    k_cache = torch.full(shape, CANARY, dtype=dtype)
+    v_cache = torch.full(shape, CANARY, dtype=dtype)
+    order = torch.randperm(num_blocks - 1, generator=gen) + 1  # page 0 stays a canary page
+    block_table = torch.zeros((len(seq_lens), max(pages_per_seq)), dtype=torch.int32)
+    taken = 0
+    for i, (n, pages) in enumerate(zip(seq_lens, pages_per_seq, strict=True)):
+        block_table[i, :pages] = order[taken : taken + pages].to(torch.int32)
+        taken += pages
+        for cache in (k_cache, v_cache):
+            flat = cache[block_table[i, :pages].long()].reshape(-1, num_kv_heads, head_size)
+            flat[:n] = torch.randn((n, num_kv_heads, head_size), generator=gen).to(dtype)
+            cache[block_table[i, :pages].long()] = flat.view(pages, block_size, num_kv_heads, head_size)
+    cu = torch.zeros(len(q_lens) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(q_lens).cumsum(0)
+    q = torch.randn((int(cu[-1]), num_kv_heads * group, head_size), generator=gen).to(dtype)
+    tensors = (q, k_cache, v_cache, block_table, torch.tensor(seq_lens, dtype=torch.int32), cu)
+    return PagedBatch(*(t.to(device) for t in tensors))
 
 
 def attention_oracle(batch: PagedBatch, sliding_window: int | None = None, scale: float | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ CASES = {
 def _batch(case: str, *, group: int, head_dim: int, block_size: int = 16, seed: int = 0) -> PagedBatch:
     seq_lens, query_lens = CASES[case]
     return make_paged_batch(
-        seq_lens, query_lens, num_kv_heads=2, group=group, head_dim=head_dim, block_size=block_size, seed=seed
+        query_lens, seq_lens, num_kv_heads=2, group=group, head_size=head_dim, block_size=block_size, seed=seed
     )
 
 
@@ -56,7 +56,7 @@ def test_sliding_window(window: int, backend: str) -> None:
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_long_decode_split_across_threads(threads: int) -> None:
     """A few long single-token decodes are split over the KV range and merged by LSE."""
-    batch = make_paged_batch([2000, 1500], [1, 1], num_kv_heads=2, group=3, head_dim=64, block_size=16, seed=3)
+    batch = make_paged_batch([1, 1], [2000, 1500], num_kv_heads=2, group=3, head_size=64, block_size=16, seed=3)
     plan = cpu_backend._kernels.attention_plan(batch.seq_lens.numpy(), batch.cu_seqlens_q.numpy(), 2, 3, 0, threads)
     assert (plan["num_merges"] > 0) == (threads > 1)
     cpu_backend.set_num_threads(threads)
