@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build bastion._core with AddressSanitizer + UBSan (and the scheduler's per-step invariant
-# checks) into a separate build dir, then run tests/core against that build.
+# checks) into a separate build dir, then run tests/core and the CPU kernel / decoder-program tests
+# (C++ over raw pointers into torch tensors and the model's weights) against that build.
 #
 # The main editable install (build/) is never touched: the sanitized wheel is unpacked under
 # $SAN_ROOT and put first on PYTHONPATH, and a sitecustomize there drops the editable-install
@@ -54,3 +55,6 @@ PY
 # Timings under ASan mean nothing, so the ratio benchmark is left out.
 echo "[sanitize] running tests/core under ASan+UBSan"
 python -m pytest tests/core -q -p no:cacheprovider --ignore=tests/core/test_bench_core.py "$@"
+# A separate run: each test directory has its own conftest module.
+echo "[sanitize] running the CPU kernel and decoder-program tests under ASan+UBSan"
+python -m pytest tests/ops tests/model/test_cpu_decoder.py -q -p no:cacheprovider "$@"
