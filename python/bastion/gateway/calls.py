@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from bastion.gateway.trace import RequestTrace, sampling_dict
-from bastion.gateway.types import Message
+from bastion.gateway.types import BackendRequest, Message
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -34,6 +35,14 @@ class Call:
         if self.messages is None:
             return self.prompt or ""
         return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+    def backend_request(self, request_id: str) -> BackendRequest:
+        """What a backend (or the shadow) is sent: the input, the text already sent, the tokens still allowed."""
+        remaining = self.params.max_tokens - self.trace.output_tokens
+        params = dataclasses.replace(self.params, max_tokens=remaining) if remaining != self.params.max_tokens \
+            else self.params
+        return BackendRequest(request_id, params, self.prompt, self.messages, self.trace.output_text, self.priority,
+                              self.trace.tenant)
 
 
 def normalize_params(params: Any) -> Any:

@@ -4,16 +4,16 @@ Order for every request: rate-limit reserve -> input guardrails -> route (A/B we
 open breakers) -> stream through the output guardrails -> settle the rate limit -> exactly ONE
 audit record, whatever the outcome. On an error, timeout, open breaker, ``Overloaded``, context
 overflow or blocking output guardrail the Gateway retries per ``RetryPolicy`` and then falls back
-to the next backend; if text was already sent, the fallback continues after it, so the client
-sees one continuous stream. The audit acknowledgement is awaited after the response completes
-(never while streaming); if the trail cannot make the record durable, that wait raises
-``AuditError``, so a caller is never told "done" for a request the trail does not hold.
+to the next backend (that loop is ``failover.Failover``); if text was already sent, the fallback
+continues after it, so the client sees one continuous stream. The audit acknowledgement is
+awaited after the response completes (never while streaming); if the trail cannot make the
+record durable, that wait raises ``AuditError``, so a caller is never told "done" for a request
+the trail does not hold.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import random
@@ -26,21 +26,21 @@ from typing import Any
 from bastion.audit.log import AuditLog
 from bastion.audit.record import ContentPolicy
 from bastion.errors import GuardrailViolation, RateLimited
-from bastion.gateway.attempt import Released, Timeouts, run_attempt
+from bastion.gateway.attempt import Timeouts
 from bastion.gateway.backend import Backend, as_backend, count_tokens, named_backends
 from bastion.gateway.calls import Call, build_call
-from bastion.gateway.errors import AllBackendsFailed, error_class_of
-from bastion.gateway.guarding import OutputGate, check_input, decision_records, output_guard_factory
+from bastion.gateway.errors import AllBackendsFailed
+from bastion.gateway.failover import Failover
+from bastion.gateway.guarding import check_input, decision_records, output_guard_factory
 from bastion.gateway.hooks import Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
 from bastion.gateway.shadow import ShadowRunner
 from bastion.gateway.telemetry import Telemetry, breaker_state_name
-from bastion.gateway.trace import RequestTrace, attempt_outcome
-from bastion.gateway.types import BackendRequest, GatewayDelta, GatewayResult
+from bastion.gateway.trace import RequestTrace
+from bastion.gateway.types import GatewayDelta, GatewayResult
 from bastion.resilience.breaker import CircuitBreaker
 from bastion.resilience.breaker_config import BreakerConfig
-from bastion.resilience.breaker_types import CallNotPermitted
 from bastion.resilience.ratelimit import ReservationTooLarge
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,10 @@ class Gateway:
             self.telemetry.set_breaker_state(name, breaker.state)
             breaker.add_listener(lambda t, n=name: self.telemetry.set_breaker_state(n, t.to_state))
         self.shadow = ShadowRunner(self._resolve_shadow(shadow)) if shadow is not None else None
-        self._output_guard_factory = output_guard_factory(guardrails)
+        self._failover = Failover(self.backends, self.breakers, self.router, retry_policy=self.retry_policy,
+                                  timeouts=self.timeouts, output_guard_factory=output_guard_factory(guardrails),
+                                  hooks=self.hooks, telemetry=self.telemetry, refusal_message=refusal_message,
+                                  rng=self._rng)
 
     def _resolve_shadow(self, shadow: str | Backend) -> Backend:
         if isinstance(shadow, str):
@@ -163,8 +166,9 @@ class Gateway:
             reservation = self._reserve(call)
             self._guard_input(call)
             if self.shadow is not None:
-                self.shadow.start(self._backend_request(call, f"{trace.request_id}-shadow"))
-            async with aclosing(self._serve(call)) as deltas:  # a client leaving early closes every layer now
+                self.shadow.start(call.backend_request(f"{trace.request_id}-shadow"))
+            # a client leaving early closes every layer now
+            async with aclosing(self._failover.serve(call)) as deltas:
                 async for delta in deltas:
                     yield delta
         except (asyncio.CancelledError, GeneratorExit):
@@ -210,125 +214,7 @@ class Gateway:
             raise
         call.trace.decisions.extend(decision_records(decisions, "input"))
 
-    def _backend_request(self, call: Call, request_id: str) -> BackendRequest:
-        remaining = call.params.max_tokens - call.trace.output_tokens
-        params = dataclasses.replace(call.params, max_tokens=remaining) if remaining != call.params.max_tokens \
-            else call.params
-        return BackendRequest(request_id, params, call.prompt, call.messages, call.trace.output_text, call.priority,
-                              call.trace.tenant)
-
-    # ------------------------------------------------------------------ routing and fallback
-    async def _serve(self, call: Call) -> AsyncIterator[GatewayDelta]:
-        for name in self.router.order():
-            async with aclosing(self._on_backend(call, name)) as deltas:
-                async for delta in deltas:
-                    yield delta
-            if call.trace.delivered:
-                return
-        trace = call.trace
-        if any(a.outcome == "blocked" for a in trace.attempts):
-            yield self._refusal(call)
-            return
-        timed_out = all(a.outcome == "timeout" for a in trace.attempts if a.outcome != "open_breaker")
-        raise AllBackendsFailed(f"all {len(self.backends)} backend(s) failed: "
-                                + "; ".join(f"{a.backend}: {a.outcome}" for a in trace.attempts),
-                                trace.attempts, timed_out=timed_out and bool(trace.attempts))
-
-    async def _on_backend(self, call: Call, name: str) -> AsyncIterator[GatewayDelta]:
-        """Try backend ``name`` (with retries); sets ``trace.delivered`` when it served the request."""
-        trace, backend, breaker = call.trace, self.backends[name], self.breakers[name]
-        retries = 0
-        while True:
-            started = time.monotonic()
-            if call.params.max_tokens - trace.output_tokens <= 0:  # failed right at the end
-                yield self._final(call, name, Released("", (), 0), "length")
-                return
-            if backend.max_context is not None and \
-                    count_tokens(backend, call.input_text() + trace.output_text) + 1 > backend.max_context:
-                trace.add_attempt(name, "context_overflow", started)
-                return
-            health = backend.health()
-            if health is not None:
-                breaker.record_health(health.kv_usage, health.queue_time_s, health.preemptions_per_s)
-            try:
-                permit = breaker.try_acquire()
-            except CallNotPermitted as e:
-                trace.add_attempt(name, "open_breaker", started, exc=e, breaker_state=e.state.value)
-                return
-            state = breaker_state_name(breaker.state)
-            if trace.attempts and trace.attempts[-1].backend != name:
-                self.telemetry.record_fallback(trace.attempts[-1].backend, name)
-            request = self._backend_request(call, f"{trace.request_id}-{len(trace.attempts)}")
-            await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1,
-                                  backend_request_id=request.request_id)
-            if trace.output_tokens and trace.fallback_at_token is None:
-                trace.fallback_at_token = trace.output_tokens
-            sent_before = trace.output_tokens
-            gate = OutputGate(self._output_guard_factory)
-            try:
-                async with aclosing(run_attempt(backend, request, gate, self.timeouts)) as attempt:
-                    async for released in attempt:
-                        if released.final is not None:
-                            permit.on_success(time.monotonic() - started)
-                            trace.add_attempt(name, "ok", started, breaker_state=state,
-                                              tokens_sent=trace.output_tokens + released.num_tokens - sent_before)
-                            trace.decisions.extend(decision_records(gate.decisions, "output", name))
-                            yield self._final(call, name, released, released.final.finish_reason)
-                            return
-                        yield await self._delta(call, name, released)
-            except GuardrailViolation as e:
-                permit.on_success(time.monotonic() - started)  # the backend worked; its text was refused
-                trace.add_attempt(name, "blocked", started, exc=e, breaker_state=state,
-                                  tokens_sent=trace.output_tokens - sent_before)
-                trace.decisions.extend(decision_records(gate.decisions or e.decisions, "output", name))
-                self.telemetry.record_guard_block("output")
-                await self.hooks.emit("guard_decision", trace.request_id, stage="output", backend=name,
-                                      allowed=False)
-                if not self.retry_policy.fallback_on_block:
-                    yield self._refusal(call)
-                return
-            except (asyncio.CancelledError, GeneratorExit):
-                if not trace.delivered:  # the client left mid-answer (after the last delta it is no abort)
-                    permit.release()
-                    trace.add_attempt(name, "aborted", started, breaker_state=state,
-                                      tokens_sent=trace.output_tokens - sent_before)
-                raise
-            except Exception as e:
-                error_class = error_class_of(e)
-                permit.on_error(time.monotonic() - started, e)
-                trace.add_attempt(name, attempt_outcome(error_class), started, exc=e, breaker_state=state,
-                                  tokens_sent=trace.output_tokens - sent_before)
-                if error_class in self.retry_policy.fatal:
-                    raise
-                retries += 1
-                if retries > self.retry_policy.retries_for(error_class):
-                    return
-                await asyncio.sleep(self.retry_policy.delay(retries, getattr(e, "retry_after", None), self._rng))
-
-    # ------------------------------------------------------------------ deltas and the end of a request
-    async def _delta(self, call: Call, name: str, released: Released) -> GatewayDelta:
-        trace = call.trace
-        if trace.take(released.text, released.token_ids, released.num_tokens):
-            await self.hooks.emit("first_token", trace.request_id, backend=name, ttft_s=trace.ttft_s)
-        return GatewayDelta(released.text, released.token_ids, backend=name)
-
-    def _final(self, call: Call, name: str, released: Released, finish_reason: str | None) -> GatewayDelta:
-        """The last delta of a served request."""
-        trace = call.trace
-        trace.take(released.text, released.token_ids, released.num_tokens)
-        trace.complete(name, self.backends[name].model_info, finish_reason, released.final)
-        return GatewayDelta(released.text, released.token_ids, backend=name, finished=True,
-                            finish_reason=finish_reason, audit_id=trace.audit_id, outcome=trace.outcome,
-                            prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens)
-
-    def _refusal(self, call: Call) -> GatewayDelta:
-        """The last delta when the output was blocked everywhere: a refusal, never the blocked text."""
-        trace = call.trace
-        trace.refuse()
-        return GatewayDelta("", finished=True, finish_reason="content_filter", refusal=self.refusal_message,
-                            audit_id=trace.audit_id, outcome="blocked", prompt_tokens=trace.prompt_tokens,
-                            output_tokens=trace.output_tokens)
-
+    # ------------------------------------------------------------------ the end of a request
     def _finalize(self, trace: RequestTrace, span: Any) -> Any:
         """Metrics, span and the request's one audit record; returns the audit future (or None)."""
         self.telemetry.finish_request(span, trace)
