@@ -7,6 +7,9 @@
 
 namespace py = pybind11;
 #include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "cpu/attention_plan.h"
 #include "cpu/cache_write.h"
@@ -29,11 +32,22 @@ bastion::cpu::ActivationBits as_bits(int bits) {
   return static_cast<bastion::cpu::ActivationBits>(bits);
 }
 
-// (blocks, ggml type, rows, cols, bias or 0) -> a quantized linear layer of the decoder program
+// ([(blocks, ggml type, rows), ...], cols, bias or 0) -> a quantized linear layer of the decoder program
 bastion::cpu::QuantLinear as_linear(const py::tuple& t) {
-  if (t.size() != 5) throw std::invalid_argument("decoder program: a linear is (blocks, ggml_type, rows, cols, bias)");
-  return {as_ptr<const uint8_t>(t[0].cast<std::uintptr_t>()), static_cast<bastion::cpu::QuantType>(t[1].cast<int>()),
-          t[2].cast<int64_t>(), t[3].cast<int64_t>(), as_ptr<const float>(t[4].cast<std::uintptr_t>())};
+  namespace cpu = bastion::cpu;
+  if (t.size() != 3) throw std::invalid_argument("decoder program: a linear is ([(blocks, ggml_type, rows)], cols, bias)");
+  const auto parts = t[0].cast<std::vector<std::tuple<std::uintptr_t, int, int64_t>>>();
+  if (parts.empty() || parts.size() > cpu::QuantLinear::kMaxParts) {
+    throw std::invalid_argument("decoder program: a linear has 1 to 3 parts");
+  }
+  cpu::QuantLinear linear;
+  for (const auto& [blocks, type, rows] : parts) {
+    linear.parts[linear.num_parts++] = {as_ptr<const uint8_t>(blocks), static_cast<cpu::QuantType>(type), rows};
+    linear.rows += rows;
+  }
+  linear.cols = t[1].cast<int64_t>();
+  linear.bias = as_ptr<const float>(t[2].cast<std::uintptr_t>());
+  return linear;
 }
 
 void bind_decoder_program(py::module_& sub) {
@@ -60,7 +74,7 @@ void bind_decoder_program(py::module_& sub) {
                                as_linear(o), as_linear(gate_up), as_linear(down), as_ptr<float>(k_cache),
                                as_ptr<float>(v_cache)});
           },
-          "Append a layer: norm weights, four (blocks, ggml_type, rows, cols, bias) linears, contiguous K/V caches.")
+          "Append a layer: norm weights, four ([(blocks, ggml_type, rows)], cols, bias) linears, contiguous K/V caches.")
       .def("scratch_floats", &cpu::DecoderProgram::scratch_floats, "Scratch floats a step of this many tokens needs.")
       .def_property_readonly("num_layers", &cpu::DecoderProgram::num_layers)
       .def(
@@ -137,16 +151,22 @@ void bastion_bindings::bind_cpu(py::module_& m) {
   sub.def(
       "quant_matmul",
       [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, int64_t M, int64_t N, int64_t K, int ggml_type,
-         int threads, int activation_bits) {
+         int threads, int activation_bits, int64_t ldy) {
         const auto type = static_cast<cpu::QuantType>(ggml_type);
-        if (cpu::quant_block_bytes(type) == 0) throw std::invalid_argument("quant_matmul: unsupported ggml type");
-        if (K % cpu::kQuantBlock != 0) throw std::invalid_argument("quant_matmul: K must be a multiple of 32");
+        const int values = cpu::quant_block_values(type);
+        if (values == 0) throw std::invalid_argument("quant_matmul: unsupported ggml type");
+        if (K % values != 0) {
+          throw std::invalid_argument("quant_matmul: K must be a multiple of " + std::to_string(values) +
+                                      " for this ggml type");
+        }
+        if (ldy != 0 && ldy < N) throw std::invalid_argument("quant_matmul: ldy must be 0 or >= N");
         const cpu::ActivationBits bits = as_bits(activation_bits);
         py::gil_scoped_release release;
         cpu::quant_matmul(as_ptr<const float>(x), as_ptr<const uint8_t>(w), as_ptr<float>(y), M, N, K, type, threads,
-                          bits);
+                          bits, ldy);
       },
-      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml type 3 = Q4_1, 8 = Q8_0);\n"
+      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml types 2 Q4_0, 3 Q4_1, 8 Q8_0, "
+      "12 Q4_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
       "activation_bits 16 rounds x per 32 values to int16 first (integer dot products); 32 keeps fp32.");
   sub.def(
       "attention_plan",

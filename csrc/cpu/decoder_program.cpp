@@ -13,10 +13,17 @@ namespace bastion::cpu {
 namespace {
 
 void check_linear(const char* name, const QuantLinear& linear, int64_t rows, int64_t cols) {
-  if (linear.blocks == nullptr || linear.rows != rows || linear.cols != cols || quant_block_bytes(linear.type) == 0 ||
-      cols % kQuantBlock != 0) {
+  int64_t total = 0;
+  bool parts_ok = linear.num_parts >= 1 && linear.num_parts <= QuantLinear::kMaxParts;
+  for (int i = 0; parts_ok && i < linear.num_parts; ++i) {
+    const QuantPart& part = linear.parts[i];
+    const int values = quant_block_values(part.type);
+    parts_ok = part.blocks != nullptr && part.rows > 0 && values > 0 && cols % values == 0;
+    total += part.rows;
+  }
+  if (!parts_ok || total != rows || linear.rows != rows || linear.cols != cols) {
     throw std::invalid_argument(std::string("decoder program: ") + name + " must be " + std::to_string(rows) + " x " +
-                                std::to_string(cols) + " GGUF blocks of a supported type, got " +
+                                std::to_string(cols) + " in 1-3 parts of GGUF blocks of a supported type, got " +
                                 std::to_string(linear.rows) + " x " + std::to_string(linear.cols));
   }
 }
@@ -74,7 +81,13 @@ int64_t DecoderProgram::scratch_floats(int64_t num_tokens) const {
 
 void DecoderProgram::project(const QuantLinear& linear, const float* x, float* y, int64_t rows,
                              int num_threads) const {
-  quant_matmul(x, linear.blocks, y, rows, linear.rows, linear.cols, linear.type, num_threads, activation_bits_);
+  int64_t first_row = 0;
+  for (int i = 0; i < linear.num_parts; ++i) {  // each part fills its column range of y
+    const QuantPart& part = linear.parts[i];
+    quant_matmul(x, part.blocks, y + first_row, rows, part.rows, linear.cols, part.type, num_threads,
+                 activation_bits_, linear.rows);
+    first_row += part.rows;
+  }
   if (linear.bias == nullptr) return;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < linear.rows; ++i) y[r * linear.rows + i] += linear.bias[i];

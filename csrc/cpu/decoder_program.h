@@ -12,10 +12,20 @@
 
 namespace bastion::cpu {
 
-// A linear layer as rows of GGUF blocks: y = x @ W^T (+ bias), W [rows, cols].
-struct QuantLinear {
+// Consecutive output rows of a linear stored as GGUF blocks of one type.
+struct QuantPart {
   const uint8_t* blocks = nullptr;
   QuantType type = QuantType::kQ8_0;
+  int64_t rows = 0;
+};
+
+// A linear layer y = x @ W^T (+ bias), W [rows, cols], as up to three parts stacked along the
+// rows: a fused projection (QKV, gate/up) keeps each source tensor's own type (Q4_K_M files store
+// attn_v and some ffn_down in Q6_K beside Q4_K).
+struct QuantLinear {
+  static constexpr int kMaxParts = 3;
+  QuantPart parts[kMaxParts];
+  int num_parts = 0;
   int64_t rows = 0;
   int64_t cols = 0;
   const float* bias = nullptr;  // [rows] or nullptr

@@ -11,18 +11,36 @@
 
 namespace bastion::cpu {
 
-// GGUF block formats (32 weights per block), values as in ggml's enum ggml_type.
+// GGUF block formats, values as in ggml's enum ggml_type (layouts in quant_blocks.h).
 enum class QuantType : int {
-  kQ4_0 = 2,  // unused here; listed so the numbering reads like ggml's
-  kQ4_1 = 3,  // fp16 d, fp16 m, 16 bytes: weight j = d * q + m, q = byte[j % 16] >> (4 * (j / 16)) & 15
-  kQ8_0 = 8,  // fp16 d, 32 int8: weight j = d * q[j]
+  kQ4_0 = 2,   // 32 weights: fp16 d, 16 bytes of nibbles; w = d * (q - 8)
+  kQ4_1 = 3,   // 32 weights: fp16 d, fp16 m, 16 bytes of nibbles; w = d * q + m
+  kQ8_0 = 8,   // 32 weights: fp16 d, 32 int8; w = d * q
+  kQ4_K = 12,  // 256 weights: 8 sub-blocks of 32 with 6-bit scales and mins
+  kQ6_K = 14,  // 256 weights: 6-bit q, an int8 scale per 16
 };
 
-constexpr int kQuantBlock = 32;
+constexpr int kQuantBlock = 32;  // weights per sub-block: the unit of the kernel and of activation rounding
+
+// Weights per block of `type` (32 or 256), 0 for a type this kernel does not handle.
+constexpr int quant_block_values(QuantType type) {
+  switch (type) {
+    case QuantType::kQ4_0: case QuantType::kQ4_1: case QuantType::kQ8_0: return 32;
+    case QuantType::kQ4_K: case QuantType::kQ6_K: return 256;
+  }
+  return 0;
+}
 
 // Bytes of one block of `type`; 0 for a type this kernel does not handle.
 constexpr int quant_block_bytes(QuantType type) {
-  return type == QuantType::kQ4_1 ? 4 + kQuantBlock / 2 : type == QuantType::kQ8_0 ? 2 + kQuantBlock : 0;
+  switch (type) {
+    case QuantType::kQ4_0: return 18;
+    case QuantType::kQ4_1: return 20;
+    case QuantType::kQ8_0: return 34;
+    case QuantType::kQ4_K: return 144;
+    case QuantType::kQ6_K: return 210;
+  }
+  return 0;
 }
 
 // Bits of the activations in quant_matmul: 32 = fp32 as given, 16 = rounded per block of 32.
@@ -38,10 +56,11 @@ struct Q16Block {
 // Round n floats (n a multiple of 32) into n / 32 blocks: d = max|x| / 32767, nearest (ties to even).
 void quantize_activations(const float* x, int64_t n, Q16Block* out);
 
-// y[m * N + n] = sum_k x[m * K + k] * W[n, k] for m < M, with W row n stored as K / 32 contiguous
-// blocks of `type` at w + n * (K / 32) * quant_block_bytes(type). x and y are contiguous fp32;
-// K must be a multiple of 32. Output rows are split over `num_threads` OpenMP threads.
+// y[m * ldy + n] = sum_k x[m * K + k] * W[n, k] for m < M, n < N, with W row n stored as contiguous
+// blocks of `type` (K / quant_block_values(type) of them). x is contiguous fp32; ldy <= 0 means N (a
+// larger ldy writes a column range of a wider output). K must be a multiple of the type's block
+// values (the caller checks). Output rows are split over `num_threads` OpenMP threads.
 void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t N, int64_t K, QuantType type,
-                  int num_threads, ActivationBits bits);
+                  int num_threads, ActivationBits bits, int64_t ldy = 0);
 
 }  // namespace bastion::cpu

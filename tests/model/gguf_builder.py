@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -49,12 +50,28 @@ def byte_level_vocab() -> list[str]:
     return [table[b] for b in range(256)]
 
 
+def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Random blocks of a type gguf-py cannot quantize to (the K-quants): random bytes with small fp16
+    scales (every other byte pattern is a valid block), ``[rows, bytes per row]`` uint8."""
+    scale_bytes = {gguf.GGMLQuantizationType.Q4_K: ((0, 2), (2, 4)), gguf.GGMLQuantizationType.Q6_K: ((208, 210),)}
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=(rows * cols // block_values, block_bytes), dtype=np.uint8)
+    for lo, hi in scale_bytes[qtype]:
+        raw[:, lo:hi] = rng.uniform(1e-4, 1e-3, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
+    return raw.reshape(rows, -1)
+
+
 def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llama",
                      qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32,
-                     rope_freqs: np.ndarray | None = None) -> Path:
+                     rope_freqs: np.ndarray | None = None,
+                     qtype_of: Callable[[str], gguf.GGMLQuantizationType] | None = None) -> Path:
     """Convert a small transformers Llama/Qwen2 model to a GGUF file (permuting q/k for llama arch).
 
     ``rope_freqs`` are llama.cpp's per-frequency divisors, its way of storing llama3 rope scaling.
+    ``qtype_of(hf_name)`` picks each matrix's type instead of ``qtype`` (mixed files like Q4_K_M);
+    K-quant matrices get ``random_blocks`` instead of the model's weights, so compare such a file
+    with itself (loaded), not with ``hf_model``.
     """
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), arch)
@@ -85,8 +102,12 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
         elif arch == "llama" and ".k_proj." in name:
             array = llama_cpp_permute(array, cfg.num_key_value_heads)
         is_matrix = array.ndim == 2
-        kind = qtype if is_matrix else gguf.GGMLQuantizationType.F32
-        writer.add_tensor(gguf_name(name), gguf.quants.quantize(array, kind), raw_dtype=kind)
+        kind = (qtype_of(name) if qtype_of else qtype) if is_matrix else gguf.GGMLQuantizationType.F32
+        if kind in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K):
+            data = random_blocks(kind, *array.shape, seed=len(name) * 7919 + array.size)
+        else:
+            data = gguf.quants.quantize(array, kind)
+        writer.add_tensor(gguf_name(name), data, raw_dtype=kind)
     if rope_freqs is not None:
         writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     writer.write_header_to_file()

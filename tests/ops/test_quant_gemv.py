@@ -1,7 +1,8 @@
 """The quantized-block matmul (``cpu_backend.quant_matmul``) against the dequantized fp32 matmul.
 
-The weights go through gguf's own quantizer/dequantizer, so block layout and nibble order are
-checked against the reference implementation, not against our reading of it.
+The weights go through gguf's own quantizer (or, for the K-quants it cannot produce, random block
+bytes with sane fp16 scales) and gguf's dequantizer, so block layout and nibble order are checked
+against the reference implementation, not against our reading of it.
 """
 
 from __future__ import annotations
@@ -14,20 +15,33 @@ from bastion.ops import cpu_backend
 gguf = pytest.importorskip("gguf")
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-TYPES = {"Q4_1": 3, "Q8_0": 8}
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
+K_QUANTS = {"Q4_K": ((0, 2), (2, 4)), "Q6_K": ((208, 210),)}  # byte ranges of each block's fp16 scales
+
+
+def _random_k_quant_blocks(qtype: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Random super-blocks: every byte pattern is a valid K-quant block once its fp16 scales are sane."""
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
+    raw = rng.integers(0, 256, size=(n * k // block_values, block_bytes), dtype=np.uint8)
+    for lo, hi in K_QUANTS[qtype]:
+        raw[:, lo:hi] = rng.uniform(0.001, 0.02, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
+    return raw.reshape(n, -1)
 
 
 def _quantized(qtype: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(blocks uint8 [n, bytes], dequantized fp32 [n, k])`` of a random weight."""
     gtype = gguf.GGMLQuantizationType[qtype]
-    w = np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
-    blocks = np.ascontiguousarray(quantize(w, gtype))
+    rng = np.random.default_rng(seed)
+    if qtype in K_QUANTS:
+        blocks = _random_k_quant_blocks(qtype, n, k, rng)
+    else:
+        blocks = np.ascontiguousarray(quantize(rng.standard_normal((n, k)).astype(np.float32), gtype))
     return torch.from_numpy(blocks), torch.from_numpy(dequantize(blocks, gtype).reshape(n, k).copy())
 
 
 @pytest.mark.parametrize("qtype", list(TYPES))
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 13])
-@pytest.mark.parametrize(("n", "k"), [(40, 64), (192, 576), (576, 1536)])
+@pytest.mark.parametrize(("n", "k"), [(40, 256), (192, 768), (576, 1536)])
 def test_matches_dequantized_matmul(qtype: str, m: int, n: int, k: int) -> None:
     blocks, dense = _quantized(qtype, n, k, seed=m * 1000 + n)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
@@ -46,7 +60,7 @@ def _int16_rows(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("qtype", list(TYPES))
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 8])
-@pytest.mark.parametrize(("n", "k"), [(40, 64), (576, 1536)])
+@pytest.mark.parametrize(("n", "k"), [(40, 256), (576, 1536)])
 def test_int16_activations_match_rounded_x(qtype: str, m: int, n: int, k: int) -> None:
     """With int16 activations the result is the float64 matmul of the rounded x and the dequantized W."""
     blocks, dense = _quantized(qtype, n, k, seed=m * 77 + n)
@@ -55,9 +69,24 @@ def test_int16_activations_match_rounded_x(qtype: str, m: int, n: int, k: int) -
     x[1 % m, 40:50] = 300.0  # an outlier block: its other values keep 15 bits of the largest
     got = cpu_backend.quant_matmul(x, blocks, TYPES[qtype], n, activation_bits=16)
     ref = _int16_rows(x) @ dense.double().T
-    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * k**0.5)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4 * k**0.5)  # fp32 sums of large K-quant weights
     exact = x.double() @ dense.double().T
     assert float((got.double() - exact).norm() / exact.norm()) < 1e-4  # the rounding itself (measured ~2e-5)
+
+
+@pytest.mark.parametrize("bits", [32, 16])
+def test_out_fills_a_column_range_of_a_wider_output(bits: int) -> None:
+    """Parts of a fused projection write their own columns of one output (row stride = full width)."""
+    parts = [_quantized("Q4_K", 24, 256, seed=1), _quantized("Q6_K", 16, 256, seed=2)]
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(4))
+    out = torch.full((3, 40), float("nan"))
+    first = 0
+    for blocks, dense in parts:
+        cpu_backend.quant_matmul(x, blocks, TYPES["Q4_K" if first == 0 else "Q6_K"], dense.shape[0],
+                                 activation_bits=bits, out=out[:, first:first + dense.shape[0]])
+        first += dense.shape[0]
+    ref = x.double() @ torch.cat([d for _, d in parts]).double().T
+    assert float((out.double() - ref).norm() / ref.norm()) < (1e-4 if bits == 16 else 1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -76,9 +105,13 @@ def test_thread_count_does_not_change_the_result(threads: int) -> None:
 def test_rejects_bad_arguments() -> None:
     blocks, _ = _quantized("Q8_0", 8, 64, seed=1)
     with pytest.raises(ValueError, match="unsupported ggml type"):
-        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 12, 8)  # Q4_K: not handled
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 13, 8)  # Q5_K: not handled
     with pytest.raises(ValueError, match="multiple of 32"):
         cpu_backend.quant_matmul(torch.randn(1, 48), blocks, 8, 8)
+    with pytest.raises(ValueError, match="multiple of 256"):
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 12, 8)  # Q4_K rows hold 256-weight blocks
+    with pytest.raises(ValueError, match="out must be"):
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 8, 8, out=torch.empty(1, 9))
     with pytest.raises(ValueError, match="uint8"):
         cpu_backend.quant_matmul(torch.randn(1, 64), blocks.float(), 8, 8)
     with pytest.raises(ValueError, match="activation_bits"):
@@ -102,18 +135,19 @@ def test_model_blocks_equal_its_fp32_weights() -> None:
         x = torch.randn(2, dense.shape[1])
         torch.testing.assert_close(weight.matmul(x), x @ dense.T, rtol=1e-4, atol=1e-4)
         cached = model.lm_head_quantized if name == "lm_head" else model.get_submodule(name[:-7]).quantized
-        assert torch.equal(cached.blocks, weight.blocks)
+        assert [(p.ggml_type, p.rows) for p in cached.parts] == [(p.ggml_type, p.rows) for p in weight.parts]
+        assert all(torch.equal(a.blocks, b.blocks) for a, b in zip(cached.parts, weight.parts, strict=True))
 
 
 def test_project_uses_blocks_only_for_small_batches() -> None:
     """``project`` takes the blocks up to ``max_tokens`` rows and the fp32 weight beyond (adding the bias)."""
-    from bastion.model.quant_weights import QuantizedWeight, project
+    from bastion.model.quant_weights import QuantizedWeight, QuantPart, project
 
     blocks, dense = _quantized("Q8_0", 24, 64, seed=3)
     linear = torch.nn.Linear(64, 24)
     with torch.no_grad():
         linear.weight.copy_(dense * 2)  # a different fp32 weight tells the two paths apart
-    linear.quantized = QuantizedWeight(blocks, TYPES["Q8_0"], 24, max_tokens=2)
+    linear.quantized = QuantizedWeight((QuantPart(blocks, TYPES["Q8_0"]),), max_tokens=2)
     small, big = torch.randn(2, 64), torch.randn(3, 64)
     with torch.no_grad():
         torch.testing.assert_close(project(linear, small), small @ dense.T + linear.bias, rtol=1e-5, atol=1e-4)

@@ -23,13 +23,13 @@ from bastion.model.quant_weights import QuantizedWeight
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 
-def _linear(module: nn.Linear) -> tuple[int, int, int, int, int] | None:
-    """``(blocks ptr, ggml type, rows, cols, bias ptr or 0)`` of a linear with GGUF blocks, else None."""
+def _linear(module: nn.Linear) -> tuple[list[tuple[int, int, int]], int, int] | None:
+    """``([(blocks ptr, ggml type, rows) per part], cols, bias ptr or 0)`` of a linear with GGUF blocks, else None."""
     quant = module.__dict__.get("quantized")
     if not isinstance(quant, QuantizedWeight):
         return None
     bias = 0 if module.bias is None else module.bias.data_ptr()
-    return quant.blocks.data_ptr(), quant.ggml_type, quant.out_features, module.in_features, bias
+    return [(p.blocks.data_ptr(), p.ggml_type, p.rows) for p in quant.parts], module.in_features, bias
 
 
 class CpuDecoder:

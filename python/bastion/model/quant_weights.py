@@ -24,34 +24,56 @@ from bastion.model.gguf_file import _PERMUTED_QK_ARCHITECTURES, _open_reader, hf
 from bastion.model.safetensors_mmap import load_mmap, save
 
 # ggml type numbers the C++ kernel reads; every other type keeps the fp32 path only
-KERNEL_TYPES: dict[str, int] = {"Q4_1": 3, "Q8_0": 8}
+KERNEL_TYPES: dict[str, int] = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
 # Largest step (tokens) that uses the blocks. All 121 SmolLM2 matrices, one pass, 2 AVX2 cores
 # (shared): blocks on 1 thread 11 / 40 / 85 ms at M = 1 / 8 / 16, torch fp32 GEMM on 1 thread
 # 44 / 76 / 100 ms; torch on 2 quiet cores would roughly halve that, so the tie is near M = 8.
 DEFAULT_MAX_TOKENS = 8
 _LINEAR_GROUPS = {k: v for k, v in _LAYER_GROUPS.items() if "norm" not in k}
-# beside the converted fp32 weights; keys are "<param name>:<ggml type name>"
-_CACHE_FILE = "quantized.safetensors"
+# beside the converted fp32 weights; keys are "<param name>:<part index>:<ggml type name>"
+_CACHE_FILE = "quantized-parts.safetensors"
+
+
+@dataclass(frozen=True)
+class QuantPart:
+    """Consecutive output rows of a weight as GGUF blocks of one type (``blocks`` uint8 ``[rows, bytes]``)."""
+
+    blocks: torch.Tensor
+    ggml_type: int
+
+    @property
+    def rows(self) -> int:
+        """Output rows (features) of this part."""
+        return self.blocks.shape[0]
 
 
 @dataclass
 class QuantizedWeight:
-    """A linear weight ``[out_features, K]`` as rows of GGUF blocks (``blocks`` uint8 ``[N, bytes]``)."""
+    """A linear weight ``[out_features, K]`` as GGUF blocks: one part per run of source tensors of one
+    type (a fused QKV of a Q4_K_M file: q and k in Q4_K, v in Q6_K)."""
 
-    blocks: torch.Tensor
-    ggml_type: int
-    out_features: int
+    parts: tuple[QuantPart, ...]
     max_tokens: int = DEFAULT_MAX_TOKENS
     threads: int | None = None  # None: cpu_backend.num_threads(), i.e. the engine's num_threads
     activation_bits: int = 32  # 16: round x to int16 per 32 values (see cpu_backend.quant_matmul)
+
+    @property
+    def out_features(self) -> int:
+        """Output features: the parts' rows together."""
+        return sum(part.rows for part in self.parts)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x [M, K] @ W^T`` in fp32: the dequantized matmul up to summation order, or with x rounded
         to int16 per 32 values when ``activation_bits`` is 16 (see ``cpu_backend.quant_matmul``)."""
         from bastion.ops import cpu_backend  # the native core is only needed once the path is used
 
-        return cpu_backend.quant_matmul(x, self.blocks, self.ggml_type, self.out_features, self.threads,
-                                        self.activation_bits)
+        out = torch.empty((x.shape[0], self.out_features), dtype=torch.float32)
+        first = 0
+        for part in self.parts:  # each part fills its own columns
+            cpu_backend.quant_matmul(x, part.blocks, part.ggml_type, part.rows, self.threads, self.activation_bits,
+                                     out=out[:, first:first + part.rows])
+            first += part.rows
+        return out
 
     def applies(self, x: torch.Tensor) -> bool:
         """Whether ``x`` is a small fp32 CPU batch this weight should serve."""
@@ -66,23 +88,25 @@ def load_quantized(path: str | os.PathLike[str], config: ModelConfig,
     """
     cached = None if cache_entry is None else cache_entry / _CACHE_FILE
     if cached is not None and cached.is_file():
-        out = {}
+        parts: dict[str, dict[int, QuantPart]] = {}
         for key, blocks in load_mmap(cached).items():
-            name, qtype = key.rsplit(":", 1)
-            out[name] = QuantizedWeight(blocks, KERNEL_TYPES[qtype], blocks.shape[0])
-        return out
+            name, index, qtype = key.rsplit(":", 2)
+            parts.setdefault(name, {})[int(index)] = QuantPart(blocks, KERNEL_TYPES[qtype])
+        return {name: QuantizedWeight(tuple(p[i] for i in sorted(p))) for name, p in parts.items()}
     out = read_quantized(path, config)
     if cached is not None and cached.parent.is_dir():
         names = {v: k for k, v in KERNEL_TYPES.items()}
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
         os.close(fd)
-        save({f"{name}:{names[w.ggml_type]}": w.blocks for name, w in out.items()}, Path(tmp))
+        save({f"{name}:{i}:{names[part.ggml_type]}": part.blocks
+              for name, w in out.items() for i, part in enumerate(w.parts)}, Path(tmp))
         os.replace(tmp, cached)
     return out
 
 
 def read_quantized(path: str | os.PathLike[str], config: ModelConfig) -> dict[str, QuantizedWeight]:
-    """Our parameter name -> quantized weight, for each linear whose GGUF parts are all of one kernel type.
+    """Our parameter name -> quantized weight, for each linear whose GGUF sources all have kernel types
+    (a GGUF row always holds whole blocks, so K fits every type it uses).
 
     The tied (or untied) output projection is returned under ``"lm_head"``.
     """
@@ -108,14 +132,21 @@ def read_quantized(path: str | os.PathLike[str], config: ModelConfig) -> dict[st
     for i in range(config.num_layers):
         for target, sources in _LINEAR_GROUPS.items():
             parts = [raw.get(f"model.layers.{i}.{s}") for s in sources]
-            if all(p is not None for p in parts) and len({p[0] for p in parts if p is not None}) == 1:
+            if all(p is not None for p in parts):
                 out[f"layers.{i}.{target}"] = _quantized([p for p in parts if p is not None])
     return out
 
 
-def _quantized(parts: list[tuple[str, np.ndarray]]) -> QuantizedWeight:
-    blocks = np.concatenate([data for _, data in parts], axis=0)  # a fresh array torch may own
-    return QuantizedWeight(torch.from_numpy(blocks), KERNEL_TYPES[parts[0][0]], blocks.shape[0])
+def _quantized(sources: list[tuple[str, np.ndarray]]) -> QuantizedWeight:
+    """One part per run of same-type sources, each a fresh array torch may own."""
+    runs: list[tuple[str, list[np.ndarray]]] = []
+    for qtype, data in sources:
+        if runs and runs[-1][0] == qtype:
+            runs[-1][1].append(data)
+        else:
+            runs.append((qtype, [data]))
+    return QuantizedWeight(tuple(QuantPart(torch.from_numpy(np.concatenate(arrays, axis=0)), KERNEL_TYPES[qtype])
+                                 for qtype, arrays in runs))
 
 
 def attach_quantized(model: nn.Module, weights: dict[str, QuantizedWeight]) -> int:

@@ -140,14 +140,17 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 def quant_matmul(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int,
-                 threads: int | None = None, activation_bits: int = 32) -> torch.Tensor:
-    """``x [M, K] @ W^T`` -> ``[M, N]`` with W as GGUF blocks (``blocks`` uint8 ``[N, K / 32 * block bytes]``).
+                 threads: int | None = None, activation_bits: int = 32, out: torch.Tensor | None = None,
+                 ) -> torch.Tensor:
+    """``x [M, K] @ W^T`` -> ``[M, N]`` with W as GGUF blocks (``blocks`` uint8 ``[N, bytes per row]``).
 
-    ``ggml_type`` is ggml's number (3 = Q4_1, 8 = Q8_0). Equals the fp32 matmul with the dequantized
-    weight up to summation order; for decode-sized M it reads ~7x fewer bytes than the fp32 weight.
+    ``ggml_type`` is ggml's number (2 = Q4_0, 3 = Q4_1, 8 = Q8_0, 12 = Q4_K, 14 = Q6_K; K a multiple of
+    the type's block: 32, or 256 for the K-quants). Equals the fp32 matmul with the dequantized weight
+    up to summation order; for decode-sized M it reads 5-7x fewer bytes than the fp32 weight.
     ``activation_bits=16`` first rounds each 32 values of x to int16 with one scale and sums integer
     products: ~1.3x faster on one core, relative error ~2e-5; 32 keeps x as it is.
-    ``threads`` overrides ``num_threads()`` for this call.
+    ``threads`` overrides ``num_threads()`` for this call. ``out`` (fp32 ``[M, N]`` with unit column
+    stride, e.g. a column slice of a wider output) receives the result instead of a new tensor.
     """
     x = x.contiguous()
     _require_fp32("x", x)
@@ -155,7 +158,12 @@ def quant_matmul(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_feat
         raise ValueError(f"cpu backend: blocks must be contiguous uint8 [{out_features}, bytes], got "
                          f"{blocks.dtype} {tuple(blocks.shape)}")
     rows, k = x.numel() // x.shape[-1], x.shape[-1]
-    out = torch.empty((*x.shape[:-1], out_features), dtype=torch.float32)
+    if out is None:
+        out = torch.empty((*x.shape[:-1], out_features), dtype=torch.float32)
+    elif out.dtype != torch.float32 or out.dim() != 2 or tuple(out.shape) != (rows, out_features) or out.stride(1) != 1:
+        raise ValueError(f"cpu backend: out must be float32 [{rows}, {out_features}] with unit column stride, got "
+                         f"{out.dtype} {tuple(out.shape)} strides {out.stride()}")
     _kernels.quant_matmul(x.data_ptr(), blocks.data_ptr(), out.data_ptr(), rows, out_features, k, ggml_type,
-                          num_threads() if threads is None else threads, activation_bits)
+                          num_threads() if threads is None else threads, activation_bits,
+                          out.stride(0) if out.dim() == 2 else 0)
     return out

@@ -1,0 +1,126 @@
+// GGUF weight blocks decoded 32 weights at a time for the GEMV of quant_gemv.cpp. Every format reads
+// as "32 small integers q and w = scale * q + offset" per 32 weights (Q6_K: one scale per 16), which
+// lets one integer dot-product kernel serve all of them. Private to quant_gemv.cpp: include it after
+// F16C is enabled there (the fp16 scales are converted with it).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/quant_gemv.h"
+
+namespace bastion::cpu::blocks {
+
+// 32 weights: q as int16 (elements 0..15 in lo, 16..31 in hi); w = scale * q + offset, except that
+// with two scales (Q6_K) elements 16..31 use scale_hi and the offset is 0.
+struct SubBlock {
+  __m256i lo, hi;
+  float scale, offset, scale_hi;
+};
+
+inline float half_to_float(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+}
+
+inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// 16 packed bytes -> low nibbles (elements 0..15) and high nibbles (16..31), as int16.
+inline void split_nibbles16(const uint8_t* p, SubBlock& s) {
+  const __m256i bytes = _mm256_cvtepu8_epi16(load16(p));
+  s.lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x0F));
+  s.hi = _mm256_srli_epi16(bytes, 4);  // a byte's high nibble: nothing above it in the 16-bit lane
+}
+
+// 32 bytes of 0..255 values -> int16 minus `bias`, elements in order.
+inline void widen32(__m256i bytes, int16_t bias, SubBlock& s) {
+  s.lo = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(bytes)), _mm256_set1_epi16(bias));
+  s.hi = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(bytes, 1)), _mm256_set1_epi16(bias));
+}
+
+template <QuantType T>
+struct Format;
+
+template <>
+struct Format<QuantType::kQ4_0> {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int) {
+    SubBlock s;
+    split_nibbles16(b + 2, s);
+    s.scale = half_to_float(b);
+    s.offset = -8.0f * s.scale;
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ4_1> {  // fp16 d, fp16 m, 16 bytes of nibbles: w = d * q + m
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int) {
+    SubBlock s;
+    split_nibbles16(b + 4, s);
+    s.scale = half_to_float(b);
+    s.offset = half_to_float(b + 2);
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ8_0> {  // fp16 d, 32 int8: w = d * q
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int) {
+    SubBlock s;
+    s.lo = _mm256_cvtepi8_epi16(load16(b + 2));
+    s.hi = _mm256_cvtepi8_epi16(load16(b + 18));
+    s.scale = half_to_float(b);
+    s.offset = 0.0f;
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ4_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int j) {  // sub-block j of 8: w = d * sc_j * q - dmin * m_j
+    const uint8_t* sc = b + 4;
+    int scale, min;
+    if (j < 4) {
+      scale = sc[j] & 63;
+      min = sc[j + 4] & 63;
+    } else {
+      scale = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+      min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    SubBlock s;
+    const __m256i bytes = load32(b + 16 + 32 * (j / 2));  // sub-blocks 2g and 2g + 1 share 32 bytes
+    widen32(_mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(0x0F)), 0, s);
+    s.scale = half_to_float(b) * static_cast<float>(scale);
+    s.offset = -half_to_float(b + 2) * static_cast<float>(min);
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ6_K> {  // 256 weights: 128 bytes low nibbles, 64 of 2-bit highs, 16 int8 scales, fp16 d
+  static constexpr bool kTwoScales = true;
+  static SubBlock decode(const uint8_t* b, int j) {  // sub-block j of 8: w = d * sc * (q - 32), a scale per 16
+    const int half = j / 4, part = j % 4;
+    const __m256i low = load32(b + 64 * half + 32 * (part % 2));
+    const __m256i nibbles = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), _mm256_set1_epi8(0x0F));
+    const __m256i high = _mm256_and_si256(_mm256_srl_epi16(load32(b + 128 + 32 * half), _mm_cvtsi32_si128(2 * part)),
+                                          _mm256_set1_epi8(0x03));
+    SubBlock s;
+    widen32(_mm256_or_si256(nibbles, _mm256_slli_epi16(high, 4)), 32, s);
+    const float d = half_to_float(b + 208);
+    s.scale = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * j]));
+    s.scale_hi = d * static_cast<float>(static_cast<int8_t>(b[193 + 2 * j]));
+    s.offset = 0.0f;
+    return s;
+  }
+};
+
+}  // namespace bastion::cpu::blocks
