@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# Everything a session with a GPU runs for the CUDA path, in one go (about 5 minutes on an H100):
-#   1. CUDA-ON build into its own build dir, installed into a private --target dir (a developer's
-#      editable install and the shared build/ stay untouched);
-#   2. the nvcc register/spill report (test_cuda_compile.py -s);
-#   3. the kernel test suite on the GPU, Triton interpreter off, bf16 included;
-#   4. compute-sanitizer memcheck on a small decode + KV-write case;
-#   5. bench/bench_kernels.py --json.
-# Usage: scripts/gpu-check.sh OUTDIR   then commit OUTDIR as bench/results/<date>-<device>/.
-# OUTDIR gets at most 7 files. A failing step is recorded and the rest still run; the exit status is
+# Everything a session with a GPU runs for the CUDA path (steps, by name):
+#   build     CUDA-ON build into its own build dir, installed into a private --target dir (a developer's
+#             editable install and the shared build/ stay untouched);
+#   resources the nvcc register/spill report (test_cuda_compile.py -s);
+#   tests     the kernel test suite on the GPU, Triton interpreter off, bf16 included;
+#   engine    the engine on the GPU: CUDA-graph replay against eager (tests/engine/test_cuda_graphs.py);
+#   memcheck  compute-sanitizer memcheck on a small decode + KV-write case;
+#   bench     bench/bench_kernels.py --json;
+#   e2e       bench/bench_e2e.py --device cuda --json (SmolLM2 and a random Llama-1B shape, HF when installed).
+# Usage: scripts/gpu-check.sh OUTDIR [STEP...]   (default: every step), then commit OUTDIR as
+# bench/results/<date>-<device>/. Naming steps splits a run that would not fit one time-limited call:
+# later calls without "build" reuse the installed build of an earlier one ($BASTION_GPU_CHECK_DIR).
+# OUTDIR gets at most 10 files. A failing step is recorded and the rest still run; the exit status is
 # nonzero if any step failed.
 set -euo pipefail
+# nvcc is often installed but not on PATH; CMake's CUDA detection looks only on PATH (and $CUDA_PATH/bin).
+export PATH="$PATH:/usr/local/cuda/bin"
 
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 OUTDIR" >&2
+all_steps=(build resources tests engine memcheck bench e2e)
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 OUTDIR [STEP...]   STEP: ${all_steps[*]} (default: all)" >&2
   exit 2
 fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
+shift
+steps=("$@")
+[[ ${#steps[@]} -gt 0 ]] || steps=("${all_steps[@]}")
+for s in "${steps[@]}"; do
+  [[ " ${all_steps[*]} " == *" $s "* ]] || { echo "gpu-check.sh: unknown step '$s' (steps: ${all_steps[*]})" >&2; exit 2; }
+done
+want() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 work=${BASTION_GPU_CHECK_DIR:-/tmp/bastion-gpu-check}
 summary="$out/summary.txt"
 
@@ -30,7 +44,8 @@ fi
   echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/gpu: /'
   echo "nvcc: $(nvcc --version | tail -1)"
-} > "$summary"
+  echo "steps: ${steps[*]}"
+} >> "$summary"
 
 failed=()
 step() {  # step NAME LOGFILE COMMAND...: run, tee to LOGFILE, record the outcome in the summary
@@ -62,25 +77,35 @@ assert core.__file__.startswith('$work/site'), f'imported the wrong bastion: {co
 assert bastion.cuda_available(), 'the CUDA build sees no usable GPU'
 print('CUDA build OK:', core.__file__)"
 }
-step build "$out/build.log" build
-if [[ ${#failed[@]} -gt 0 ]]; then
-  echo "build failed; see $out/build.log" >&2
+if want build; then
+  step build "$out/build.log" build
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "build failed; see $out/build.log" >&2
+    exit 1
+  fi
+elif [[ ! -d "$work/site/bastion" ]]; then
+  echo "gpu-check.sh: no build in $work/site; run the 'build' step first" >&2
   exit 1
 fi
 export PYTHONPATH="$work/site"
 unset TRITON_INTERPRET
 cd "$repo"
 
-step "nvcc resources" "$out/resources.txt" \
+want resources && step "nvcc resources" "$out/resources.txt" \
   python -m pytest -q -s -p no:cacheprovider tests/kernels/test_cuda_compile.py
-step "kernel tests" "$out/tests.log" \
+want tests && step "kernel tests" "$out/tests.log" \
   python -m pytest -q -rs -p no:cacheprovider tests/kernels --ignore=tests/kernels/test_cuda_compile.py
+want engine && step "engine tests" "$out/engine_tests.log" \
+  python -m pytest -q -rs -p no:cacheprovider tests/engine/test_cuda_graphs.py
 
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-step memcheck "$out/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 1 --target-processes all \
-  python -m pytest -q -p no:cacheprovider tests/kernels/test_cuda_kernels.py -k smoke
+want memcheck && step memcheck "$out/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 1 \
+  --target-processes all python -m pytest -q -p no:cacheprovider tests/kernels/test_cuda_kernels.py -k smoke
 
-step bench "$out/bench_kernels.txt" python bench/bench_kernels.py --json "$out/bench_kernels.json"
+want bench && step bench "$out/bench_kernels.txt" python bench/bench_kernels.py --json "$out/bench_kernels.json"
+# stdout (the JSON object) to its own file; progress bars and warnings go to the log
+want e2e && step "bench e2e" "$out/bench_e2e.log" \
+  bash -c 'python bench/bench_e2e.py --device cuda --json > "$1"' _ "$out/bench_e2e.json"
 
 cat "$summary"
 if [[ ${#failed[@]} -gt 0 ]]; then

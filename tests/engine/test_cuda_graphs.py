@@ -115,6 +115,24 @@ def test_graph_blockers_name_the_torch_reference_ops() -> None:
     assert "paged_attention" in blockers and "reshape_and_cache" in blockers
 
 
+def test_graph_blockers_see_a_fallback_behind_a_partial_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under "auto" a partial backend (CUDA decode attention) hands the calls it declines to the next
+    backend; if that one is the torch reference, capture would fail on it, so the op is a blocker."""
+    from bastion.ops import dispatch, torch_ref
+
+    def capturable(*args: object, **kwargs: object) -> None:
+        raise dispatch.Unsupported("declined")
+
+    chained = dispatch._first_that_serves([capturable, torch_ref.paged_attention])
+    assert dispatch.candidates(chained) == (capturable, torch_ref.paged_attention)
+    resolve = dispatch.resolve
+    monkeypatch.setattr(dispatch, "resolve",
+                        lambda op, backend, t: chained if op == "paged_attention" else resolve(op, backend, t))
+    probe = torch.empty(0, dtype=torch.float32)  # CPU fp32: every other op resolves to a capturable-looking backend
+    blockers = graph_blockers(probe)
+    assert any(b.startswith("paged_attention (bastion.ops.torch_ref") for b in blockers), blockers
+
+
 # ----- a tiny random model and hand-built scheduler steps --------------------------------------------
 
 def tiny_model(device: str, dtype: torch.dtype) -> LlamaForCausalLM:

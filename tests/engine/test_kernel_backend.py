@@ -20,6 +20,11 @@ from tiny_models import TINY_VOCAB, save_with_tokenizer  # noqa: E402
 PROMPTS = [[5, 9, 17], [3 + i for i in range(11)], [100 + 3 * i for i in range(6)]]
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=1)
 TRITON = available_backends()["triton"]
+if TRITON == "available":
+    from bastion import kernels
+
+    if not kernels.interpreted():  # a GPU host (tests/conftest.py sets TRITON_INTERPRET only without one)
+        TRITON = "triton runs on CUDA tensors only here (no TRITON_INTERPRET); these engines run on the CPU"
 
 
 @pytest.fixture(scope="module")

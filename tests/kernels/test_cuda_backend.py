@@ -41,6 +41,45 @@ def test_fp32_attention_is_refused(cuda_backend) -> None:
         cuda_backend.paged_attention(*decode_inputs(num_tokens=2, num_seqs=2, dtype=torch.float32))
 
 
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((2, 8, 96, 2), "head_dim must be 64 or 128"), ((70000, 1, 64, 1), "65535")],
+    ids=["head_dim_96", "too_many_seqs"],
+)
+def test_shapes_the_kernel_lacks_are_unsupported_so_auto_uses_triton(cuda_backend, shape, message: str) -> None:
+    """Not a plain ValueError: under backend="auto" that would fail every decode step of such a model."""
+    from bastion.ops.dispatch import Unsupported
+
+    num_seqs, num_heads, head_dim, num_kv_heads = shape
+    cache = torch.zeros(2, 16, num_kv_heads, head_dim, dtype=torch.bfloat16)
+    args = (torch.zeros(num_seqs, num_heads, head_dim, dtype=torch.bfloat16), cache, cache.clone(),
+            torch.zeros(num_seqs, 1, dtype=torch.int32), torch.ones(num_seqs, dtype=torch.int32),
+            torch.arange(num_seqs + 1, dtype=torch.int32))
+    with pytest.raises(Unsupported, match=message):
+        cuda_backend.paged_attention(*args)
+
+
+def test_unsupported_dtypes_and_cache_layouts_are_unsupported(cuda_backend) -> None:
+    from bastion.ops.dispatch import Unsupported
+
+    with pytest.raises(Unsupported, match="float16 or all bfloat16"):
+        cuda_backend.paged_attention(*decode_inputs(num_tokens=2, num_seqs=2, dtype=torch.float32))
+    q, k_cache, v_cache, *rest = decode_inputs(num_tokens=2, num_seqs=2)
+    strided = torch.zeros(4, 2, 16, 128, dtype=torch.bfloat16).transpose(1, 2)  # [blocks, block_size, heads, D], HND
+    with pytest.raises(Unsupported, match="contiguous"):
+        cuda_backend.paged_attention(q, strided, strided, *rest)
+
+
+def test_vector_rows_copies_a_misaligned_contiguous_view(cuda_backend) -> None:
+    flat = torch.arange(1 + 2 * 8 * 64, dtype=torch.float16)
+    misaligned = flat[1:].view(2, 8, 64)  # contiguous, but 2 bytes past a 16-byte boundary
+    assert misaligned.is_contiguous() and misaligned.data_ptr() % 16
+    fixed = cuda_backend._vector_rows(misaligned)
+    assert fixed.data_ptr() % 16 == 0 and torch.equal(fixed, misaligned)
+    aligned = flat[8:8 + 8 * 64].view(1, 8, 64)
+    assert cuda_backend._vector_rows(aligned) is aligned  # already loadable: no copy
+
+
 def test_cpu_tensors_are_refused(cuda_backend) -> None:
     with pytest.raises(ValueError, match="CUDA device"):
         cuda_backend.paged_attention(*decode_inputs(num_tokens=2, num_seqs=2))

@@ -154,6 +154,17 @@ def test_dispatcher_routes_decode_to_the_cuda_backend(cuda_backend) -> None:
     torch.testing.assert_close(via_ops, cuda_backend.paged_attention(*batch.args()), rtol=0, atol=0)
 
 
+def test_head_dims_the_kernel_lacks_go_to_the_next_backend_under_auto(cuda_backend) -> None:
+    """head_dim 96 (e.g. Phi-3): the CUDA kernel declines (Unsupported) and "auto" serves it elsewhere."""
+    from bastion import ops
+    from bastion.ops.dispatch import Unsupported
+
+    batch = DecodeBatch([40, 300], 8, 2, 96, torch.float16)
+    with pytest.raises(Unsupported, match="head_dim"):
+        cuda_backend.paged_attention(*batch.args())
+    assert_matches_reference(ops.paged_attention(*batch.args()), batch)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_cache_write_skips_padding_slots(cuda_backend, dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(3)

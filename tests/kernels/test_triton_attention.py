@@ -80,6 +80,30 @@ def test_out_argument_is_filled_and_returned(make_paged_batch, attention_oracle,
     assert_close_to_oracle(out, attention_oracle(batch))
 
 
+BF16_CASES = {  # (q_lens, seq_lens, group, head_size, block_size, sliding_window, num_splits or None = planner)
+    "decode GQA4": ([1, 1, 1], [15, 300, 1], 4, 64, 16, None, 1),
+    "decode split-KV GQA8 head 128": ([1, 1], [700, 40], 8, 128, 16, None, 4),
+    "mixed prefill+decode head 96 window": ([9, 1, 5], [9, 120, 70], 4, 96, 16, 40, None),
+}
+
+
+@pytest.mark.skipif(kernels.interpreted(), reason="the interpreter's bf16 tl.dot multiplies raw bit patterns "
+                    "(triton#11584): bf16 attention is checked on a GPU only")
+@pytest.mark.parametrize("case", list(BF16_CASES), ids=list(BF16_CASES))
+def test_bf16_attention_matches_float64_oracle_on_gpu(case, make_paged_batch, attention_oracle, assert_close_to_oracle):
+    """bf16 is what the engine serves on a GPU; unified and split paths through the ops layer's Triton backend."""
+    q_lens, seq_lens, group, head_size, block_size, window, num_splits = BF16_CASES[case]
+    batch = make_paged_batch(q_lens, seq_lens, group=group, head_size=head_size, block_size=block_size,
+                             dtype=torch.bfloat16, seed=11)
+    if num_splits is None:
+        out = ops_paged_attention(*batch.args(), sliding_window=window, backend="triton")
+    else:
+        plan = kernels.make_plan(batch.q, batch.k_cache, batch.block_table, num_sms=132, num_splits=num_splits)
+        out = kernels.paged_attention(*batch.args(), sliding_window=window, plan=plan)
+    assert out.dtype == torch.bfloat16
+    assert_close_to_oracle(out, attention_oracle(batch, window))
+
+
 def test_ops_triton_backend_equals_torch_backend(make_paged_batch):
     batch = make_paged_batch([4, 1], [30, 77], group=4, head_size=64, block_size=16, dtype=torch.float32, seed=6)
     triton_out = ops_paged_attention(*batch.args(), scale=0.3, sliding_window=50, backend="triton")

@@ -12,7 +12,8 @@ from bastion import kernels
 from bastion import ops as bops
 from bastion.ops import torch_ref
 
-DTYPES = [torch.float32, torch.float16]
+# bf16 too: these kernels only load, cast and store it (no tl.dot), which the interpreter does exactly
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _randn(*shape: int, dtype: torch.dtype, seed: int, device: torch.device) -> torch.Tensor:

@@ -139,8 +139,10 @@ def graph_blockers(probe: torch.Tensor, backends: Mapping[str, str] | None = Non
     blockers = []
     for op in CAPTURED_OPS:
         fn = dispatch.resolve(op, (backends or {}).get(op, "auto"), probe)
-        if fn.__module__ in _UNCAPTURABLE_MODULES:
-            blockers.append(f"{op} ({fn.__module__})")
+        # under "auto" a partial backend (CUDA decode attention) hands some calls on: check every candidate
+        modules = [f.__module__ for f in dispatch.candidates(fn) if f.__module__ in _UNCAPTURABLE_MODULES]
+        if modules:
+            blockers.append(f"{op} ({', '.join(modules)})")
     return blockers
 
 
@@ -202,7 +204,8 @@ class CudaGraphRunner:
     """Replays captured decode forwards of ``model`` for batches of up to ``max_num_seqs`` sequences.
 
     ``run`` returns the graph's static hidden-state tensor ``[size, hidden]``: rows past the step's
-    sequences are padding, and the tensor is overwritten by the next replay of that size.
+    sequences are padding. Read it before the next ``run``: the graphs share one memory pool, so a
+    replay of ANY size may overwrite it (another graph's intermediates may live in the same memory).
     """
 
     def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],

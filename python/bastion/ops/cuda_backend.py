@@ -1,8 +1,9 @@
 """Backend "cuda": the CUDA C++ kernels of kernels/cuda, called through raw device pointers.
 
 It implements decode attention (exactly one query token per sequence) and the KV-cache write. For a
-prefill or mixed batch ``paged_attention`` raises ``Unsupported`` (a ValueError), so under
-``backend="auto"`` the dispatcher hands the call to the next backend (Triton). Kernels run asynchronously on torch's current stream of the tensors' device, and the
+prefill or mixed batch, or a shape the kernel lacks (head_dim other than 64/128), ``paged_attention``
+raises ``Unsupported`` (a ValueError), so under ``backend="auto"`` the dispatcher hands the call to the
+next backend (Triton). Kernels run asynchronously on torch's current stream of the tensors' device, and the
 split-KV workspace comes from torch's caching allocator: nothing here synchronises the GPU.
 
 Importing this module raises ImportError when ``bastion._core`` was built without CUDA
@@ -65,14 +66,17 @@ def _require_contiguous(name: str, t: torch.Tensor) -> None:
 
 
 def _vector_rows(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when its rows are 16-byte vectors the kernels can load, else a contiguous copy."""
+    """``t`` itself when its rows are 16-byte vectors the kernels can load, else an aligned contiguous copy.
+
+    A copy, not ``contiguous()``: a contiguous view at a misaligned offset would come back unchanged.
+    """
     size = t.element_size()
     ok = (
         t.stride(-1) == 1
         and t.data_ptr() % _VEC_BYTES == 0
         and all((s * size) % _VEC_BYTES == 0 for s in t.stride()[:-1])
     )
-    return t if ok else t.contiguous()
+    return t if ok else t.clone(memory_format=torch.contiguous_format)
 
 
 def _index(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -95,8 +99,10 @@ def paged_attention(
     """CUDA decode attention; same contract as ``bastion.ops.paged_attention`` for decode batches.
 
     A decode batch has one query per sequence (``q.shape[0] == len(seq_lens)``; ``cu_seqlens_q`` is
-    then ``arange``, and is not read, to avoid a device sync). Raises ValueError for other batches and
-    for dtypes (fp16/bf16 only), head dims (64/128) or layouts the kernel does not support.
+    then ``arange``, and is not read, to avoid a device sync). Raises ``Unsupported`` (a ValueError,
+    on which ``backend="auto"`` moves on to Triton) for what the kernel does not implement: prefill
+    batches, dtypes other than fp16/bf16, head dims other than 64/128, more than 65535 sequences,
+    non-contiguous caches. Raises ValueError for tensors on the wrong device.
     """
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = seq_lens.shape[0]
@@ -107,17 +113,27 @@ def paged_attention(
         )
     dtype_name = _ATTENTION_DTYPES.get(q.dtype)
     if dtype_name is None or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
-        raise ValueError(
+        raise Unsupported(
             f"cuda backend: paged_attention needs q and caches all float16 or all bfloat16, got q {q.dtype}, "
             f"k_cache {k_cache.dtype}, v_cache {v_cache.dtype}"
         )
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise Unsupported(f"cuda backend: k_cache/v_cache must be contiguous (strides {k_cache.stride()}, "
+                          f"{v_cache.stride()})")
     device = q.device
-    if device.type != "cuda":
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    window = sliding_window or 0
+    on_cuda = device.type == "cuda"
+    num_sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if on_cuda else 1
+    try:  # the kernel's own shape check (head_dim 64/128, num_seqs <= 65535, ...), before anything is allocated
+        plan = _decode_plan(num_seqs, num_heads, num_kv_heads, head_dim, block_size, block_table.shape[1], window,
+                            num_sms)
+    except ValueError as exc:
+        raise Unsupported(f"cuda backend: {exc}") from None
+    if not on_cuda:
         raise ValueError(f"cuda backend: tensors must be on a CUDA device, got {device}")
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
         _require_on(name, t, device)
-    _require_contiguous("k_cache", k_cache)
-    _require_contiguous("v_cache", v_cache)
     result = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=device) if out is None else out
     _require_on("out", result, device)
     _require_contiguous("out", result)
@@ -127,10 +143,6 @@ def paged_attention(
     q = _vector_rows(q)
     table = _index(block_table, torch.int32, device)
     lens = _index(seq_lens, torch.int32, device)
-    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
-    window = sliding_window or 0
-    num_sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    plan = _decode_plan(num_seqs, num_heads, num_kv_heads, head_dim, block_size, table.shape[1], window, num_sms)
     workspace_bytes = plan["workspace_bytes"]
     # Freed on return but stream-ordered by the caching allocator, so the kernels still own it.
     workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device) if workspace_bytes else None

@@ -68,7 +68,13 @@ def _first_that_serves(fns: list[Callable[..., Any]]) -> Callable[..., Any]:
                 continue
         return fns[-1](*args, **kwargs)
 
+    call.candidates = tuple(fns)  # type: ignore[attr-defined]  # what may serve a call (see candidates())
     return call
+
+
+def candidates(fn: Callable[..., Any]) -> tuple[Callable[..., Any], ...]:
+    """The backend functions a resolved ``fn`` may hand a call to: itself, or each one it tries in turn."""
+    return getattr(fn, "candidates", (fn,))
 
 
 def register(backend: str, op: str, fn: Callable[..., Any]) -> None:
