@@ -7,7 +7,7 @@ One engine, four modes switched between rounds (so a noisy neighbour hits every 
   fp32_weights   module by module over the dequantized fp32 weights (torch GEMV)
 Reports median tok/s (1 / median time per output token) and ratios to llama.cpp.
 
-    python bench/bench_cpu_decode.py [--max-tokens 128] [--rounds 3] [--threads N] [--json]
+    python bench/bench_cpu_decode.py [--model GGUF] [--max-tokens 128] [--rounds 3] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     threads = args.threads or num_cores()
     torch.set_num_threads(threads)
-    llm = bastion.LLM(num_threads=threads, enable_prefix_caching=False)
+    model_path = args.model or str(default_model_path())
+    llm = bastion.LLM(model=model_path, num_threads=threads, enable_prefix_caching=False)
     runner = llm.engine.runner
     decoders = {f"decoder_{name}": CpuDecoder.create(runner.model, runner.kv_caches, max_tokens=DEFAULT_MAX_TOKENS,
                                                      threads=threads, activation_bits=bits)
@@ -66,12 +67,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _set_mode(llm, decoders, "decoder_int16")
     result: dict[str, Any] = {
         "workload": f"1 req x {args.prompt_tokens} prompt x {args.max_tokens} output, greedy, ignore_eos",
+        "model": model_path.rsplit("/", 1)[-1],
         "cores": num_cores(), "threads": threads,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     result.update({f"{mode}_tok_s": round(statistics.median(figures[mode]), 2) for mode in MODES})
     if llamacpp_available():
-        peer = LlamaCppPeer(default_model_path(), n_ctx=args.prompt_tokens + args.max_tokens + 64, n_threads=threads)
+        peer = LlamaCppPeer(model_path, n_ctx=args.prompt_tokens + args.max_tokens + 64, n_threads=threads)
         peer.generate(prompt[:16], 2)  # warm-up
         tpots = [peer.generate(prompt, args.max_tokens)[1] for _ in range(args.rounds)]
         result["llamacpp_tok_s"] = round(1.0 / pct([t for t in tpots if t], 50), 2)
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2 Q4_1)")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)

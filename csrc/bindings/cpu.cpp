@@ -165,8 +165,8 @@ void bastion_bindings::bind_cpu(py::module_& m) {
         cpu::quant_matmul(as_ptr<const float>(x), as_ptr<const uint8_t>(w), as_ptr<float>(y), M, N, K, type, threads,
                           bits, ldy);
       },
-      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml types 2 Q4_0, 3 Q4_1, 8 Q8_0, "
-      "12 Q4_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
+      "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml types 2 Q4_0, 3 Q4_1, 6 Q5_0, "
+      "7 Q5_1, 8 Q8_0, 12 Q4_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
       "activation_bits 16 rounds x per 32 values to int16 first (integer dot products); 32 keeps fp32.");
   sub.def(
       "attention_plan",

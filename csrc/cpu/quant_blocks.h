@@ -42,6 +42,21 @@ inline void widen32(__m256i bytes, int16_t bias, SubBlock& s) {
   s.hi = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(bytes, 1)), _mm256_set1_epi16(bias));
 }
 
+// The fifth bits of Q5 blocks: bit j of the 32-bit `qh` becomes 16 in element j (0 otherwise).
+inline void add_high_bits(const uint8_t* qh_bytes, SubBlock& s) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, sizeof qh);
+  const __m256i lane_bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
+                                             static_cast<int16_t>(0x8000));
+  const __m256i sixteen = _mm256_set1_epi16(16);
+  const auto bits = [&](uint32_t half) {
+    const __m256i set = _mm256_and_si256(_mm256_set1_epi16(static_cast<int16_t>(half)), lane_bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi16(set, lane_bit), sixteen);
+  };
+  s.lo = _mm256_or_si256(s.lo, bits(qh & 0xFFFF));
+  s.hi = _mm256_or_si256(s.hi, bits(qh >> 16));
+}
+
 template <QuantType T>
 struct Format;
 
@@ -63,6 +78,32 @@ struct Format<QuantType::kQ4_1> {  // fp16 d, fp16 m, 16 bytes of nibbles: w = d
   static SubBlock decode(const uint8_t* b, int) {
     SubBlock s;
     split_nibbles16(b + 4, s);
+    s.scale = half_to_float(b);
+    s.offset = half_to_float(b + 2);
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ5_0> {  // fp16 d, 32 high bits, 16 bytes of nibbles: w = d * (q - 16), q 5-bit
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int) {
+    SubBlock s;
+    split_nibbles16(b + 6, s);
+    add_high_bits(b + 2, s);
+    s.scale = half_to_float(b);
+    s.offset = -16.0f * s.scale;
+    return s;
+  }
+};
+
+template <>
+struct Format<QuantType::kQ5_1> {  // fp16 d, fp16 m, 32 high bits, 16 bytes of nibbles: w = d * q + m
+  static constexpr bool kTwoScales = false;
+  static SubBlock decode(const uint8_t* b, int) {
+    SubBlock s;
+    split_nibbles16(b + 8, s);
+    add_high_bits(b + 4, s);
     s.scale = half_to_float(b);
     s.offset = half_to_float(b + 2);
     return s;

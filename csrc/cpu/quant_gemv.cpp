@@ -131,6 +131,8 @@ void dispatch(const X* x, int64_t x_stride, const uint8_t* w, float* y, int64_t 
   switch (type) {
     case QuantType::kQ4_0: matmul<QuantType::kQ4_0>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ4_1: matmul<QuantType::kQ4_1>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
+    case QuantType::kQ5_0: matmul<QuantType::kQ5_0>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
+    case QuantType::kQ5_1: matmul<QuantType::kQ5_1>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ8_0: matmul<QuantType::kQ8_0>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ4_K: matmul<QuantType::kQ4_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ6_K: matmul<QuantType::kQ6_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;

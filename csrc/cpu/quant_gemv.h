@@ -15,6 +15,8 @@ namespace bastion::cpu {
 enum class QuantType : int {
   kQ4_0 = 2,   // 32 weights: fp16 d, 16 bytes of nibbles; w = d * (q - 8)
   kQ4_1 = 3,   // 32 weights: fp16 d, fp16 m, 16 bytes of nibbles; w = d * q + m
+  kQ5_0 = 6,   // 32 weights: fp16 d, 32 fifth bits, 16 bytes of nibbles; w = d * (q - 16)
+  kQ5_1 = 7,   // 32 weights: fp16 d, fp16 m, 32 fifth bits, 16 bytes of nibbles; w = d * q + m
   kQ8_0 = 8,   // 32 weights: fp16 d, 32 int8; w = d * q
   kQ4_K = 12,  // 256 weights: 8 sub-blocks of 32 with 6-bit scales and mins
   kQ6_K = 14,  // 256 weights: 6-bit q, an int8 scale per 16
@@ -25,7 +27,8 @@ constexpr int kQuantBlock = 32;  // weights per sub-block: the unit of the kerne
 // Weights per block of `type` (32 or 256), 0 for a type this kernel does not handle.
 constexpr int quant_block_values(QuantType type) {
   switch (type) {
-    case QuantType::kQ4_0: case QuantType::kQ4_1: case QuantType::kQ8_0: return 32;
+    case QuantType::kQ4_0: case QuantType::kQ4_1: case QuantType::kQ5_0: case QuantType::kQ5_1:
+    case QuantType::kQ8_0: return 32;
     case QuantType::kQ4_K: case QuantType::kQ6_K: return 256;
   }
   return 0;
@@ -36,6 +39,8 @@ constexpr int quant_block_bytes(QuantType type) {
   switch (type) {
     case QuantType::kQ4_0: return 18;
     case QuantType::kQ4_1: return 20;
+    case QuantType::kQ5_0: return 22;
+    case QuantType::kQ5_1: return 24;
     case QuantType::kQ8_0: return 34;
     case QuantType::kQ4_K: return 144;
     case QuantType::kQ6_K: return 210;

@@ -15,7 +15,7 @@ from bastion.ops import cpu_backend
 gguf = pytest.importorskip("gguf")
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
 K_QUANTS = {"Q4_K": ((0, 2), (2, 4)), "Q6_K": ((208, 210),)}  # byte ranges of each block's fp16 scales
 
 

@@ -24,7 +24,7 @@ from bastion.model.gguf_file import _PERMUTED_QK_ARCHITECTURES, _open_reader, hf
 from bastion.model.safetensors_mmap import load_mmap, save
 
 # ggml type numbers the C++ kernel reads; every other type keeps the fp32 path only
-KERNEL_TYPES: dict[str, int] = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
+KERNEL_TYPES: dict[str, int] = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
 # Largest step (tokens) that uses the blocks. All 121 SmolLM2 matrices, one pass, 2 AVX2 cores
 # (shared): blocks on 1 thread 11 / 40 / 85 ms at M = 1 / 8 / 16, torch fp32 GEMM on 1 thread
 # 44 / 76 / 100 ms; torch on 2 quiet cores would roughly halve that, so the tie is near M = 8.

@@ -144,8 +144,8 @@ def quant_matmul(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_feat
                  ) -> torch.Tensor:
     """``x [M, K] @ W^T`` -> ``[M, N]`` with W as GGUF blocks (``blocks`` uint8 ``[N, bytes per row]``).
 
-    ``ggml_type`` is ggml's number (2 = Q4_0, 3 = Q4_1, 8 = Q8_0, 12 = Q4_K, 14 = Q6_K; K a multiple of
-    the type's block: 32, or 256 for the K-quants). Equals the fp32 matmul with the dequantized weight
+    ``ggml_type`` is ggml's number (2 = Q4_0, 3 = Q4_1, 6 = Q5_0, 7 = Q5_1, 8 = Q8_0, 12 = Q4_K,
+    14 = Q6_K; K a multiple of the type's block: 32, or 256 for the K-quants). Equals the fp32 matmul with the dequantized weight
     up to summation order; for decode-sized M it reads 5-7x fewer bytes than the fp32 weight.
     ``activation_bits=16`` first rounds each 32 values of x to int16 with one scale and sums integer
     products: ~1.3x faster on one core, relative error ~2e-5; 32 keeps x as it is.
