@@ -83,18 +83,29 @@ inline void accumulate(const SubBlock& s, const Q16Block* const* xs, int rows, A
 // ----- the driver shared by both precisions -----------------------------------------------------
 
 // One weight row against up to four x rows: each 32-weight sub-block is decoded once and used by
-// every row. `subs` sub-blocks of 32; a block of the format holds `kSubs` of them.
+// every row; each block's scales once for its kSubs sub-blocks.
 template <QuantType T, typename X>
 void row_tile(const X* const* xs, int rows, int64_t subs, const uint8_t* row, float* const* ys) {
-  constexpr int kSubs = quant_block_values(T) / kQuantBlock;
+  using F = Format<T>;
   constexpr int kBytes = quant_block_bytes(T);
   Acc acc[4];
   for (int m = 0; m < rows; ++m) acc[m] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {0.0f, 0.0f}};
   const X* cur[4];
-  for (int64_t s = 0; s < subs; ++s) {
-    const SubBlock sub = Format<T>::decode(row + s / kSubs * kBytes, static_cast<int>(s % kSubs));
-    for (int m = 0; m < rows; ++m) cur[m] = std::is_same_v<X, float> ? xs[m] + s * kQuantBlock : xs[m] + s;
-    accumulate<Format<T>::kTwoScales>(sub, cur, rows, acc, static_cast<int>(s & 1));
+  for (int64_t first = 0; first < subs; first += F::kSubs) {
+    const uint8_t* block = row + first / F::kSubs * kBytes;
+    blocks::Scales<F::kSubs> scales;
+    F::scales(block, scales);
+#pragma GCC unroll 8  // constant j: each sub-block's byte offsets and shifts become immediates
+    for (int j = 0; j < F::kSubs; ++j) {
+      SubBlock sub;
+      F::quants(block, j, sub);
+      sub.scale = scales.scale[j];
+      sub.offset = scales.offset[j];
+      sub.scale_hi = scales.scale_hi[j];
+      const int64_t s = first + j;
+      for (int m = 0; m < rows; ++m) cur[m] = std::is_same_v<X, float> ? xs[m] + s * kQuantBlock : xs[m] + s;
+      accumulate<F::kTwoScales>(sub, cur, rows, acc, static_cast<int>(s & 1));
+    }
   }
   for (int m = 0; m < rows; ++m) {
     *ys[m] = hsum(_mm256_add_ps(acc[m].v[0], acc[m].v[1])) + (acc[m].offsets[0] + acc[m].offsets[1]);
