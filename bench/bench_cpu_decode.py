@@ -7,13 +7,18 @@ One engine, four modes switched between rounds (so a noisy neighbour hits every 
   fp32_weights   module by module over the dequantized fp32 weights (torch GEMV)
 Reports median tok/s (1 / median time per output token) and ratios to llama.cpp.
 
-    python bench/bench_cpu_decode.py [--model GGUF] [--max-tokens 128] [--rounds 3] [--threads N] [--json]
+    python bench/bench_cpu_decode.py [--model GGUF | --requantize Q4_K_M] [--max-tokens 128] [--rounds 3]
+                                     [--threads N] [--json]
+
+``--requantize Q4_K_M`` first has llama.cpp's own quantizer turn the embedded SmolLM2 into that type
+(a temporary file), so the K-quant path can be measured without downloading anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -41,6 +46,22 @@ def _set_mode(llm: Any, decoders: dict[str, Any], mode: str) -> None:
     set_max_tokens(runner.model, 0 if mode == "fp32_weights" else DEFAULT_MAX_TOKENS)
 
 
+def requantize(source: str, ftype_name: str, directory: str) -> str:
+    """``source`` requantized by llama.cpp (``LLAMA_FTYPE_MOSTLY_<ftype_name>``) into ``directory``."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
+    params.allow_requantize = True
+    params.nthread = num_cores()
+    target = f"{directory}/smollm2-{ftype_name.lower()}.gguf"
+    if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not requantize {source} to {ftype_name}")
+    return target
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Median single-stream decode tok/s of each mode and of llama-cpp-python."""
     import bastion
@@ -52,6 +73,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = args.threads or num_cores()
     torch.set_num_threads(threads)
     model_path = args.model or str(default_model_path())
+    if args.requantize:
+        model_path = requantize(model_path, args.requantize, args.workdir)
     llm = bastion.LLM(model=model_path, num_threads=threads, enable_prefix_caching=False)
     runner = llm.engine.runner
     decoders = {f"decoder_{name}": CpuDecoder.create(runner.model, runner.kv_caches, max_tokens=DEFAULT_MAX_TOKENS,
@@ -86,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2 Q4_1)")
+    parser.add_argument("--requantize", default=None, help="llama.cpp type to requantize the model to, e.g. Q4_K_M")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch/llama.cpp threads (default: all cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    emit(run(args), args.json)
+    with tempfile.TemporaryDirectory() as workdir:
+        args.workdir = workdir
+        emit(run(args), args.json)
     return 0
 
 

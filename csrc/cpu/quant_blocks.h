@@ -49,19 +49,22 @@ inline void widen32(__m256i bytes, int16_t bias, SubBlock& s) {
   s.hi = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(bytes, 1)), _mm256_set1_epi16(bias));
 }
 
-// The fifth bits of Q5 blocks: bit j of the 32-bit `qh` becomes 16 in element j (0 otherwise).
-inline void add_high_bits(const uint8_t* qh_bytes, SubBlock& s) {
-  uint32_t qh;
-  std::memcpy(&qh, qh_bytes, sizeof qh);
-  const __m256i lane_bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
-                                             static_cast<int16_t>(0x8000));
-  const __m256i sixteen = _mm256_set1_epi16(16);
-  const auto bits = [&](uint32_t half) {
-    const __m256i set = _mm256_and_si256(_mm256_set1_epi16(static_cast<int16_t>(half)), lane_bit);
-    return _mm256_and_si256(_mm256_cmpeq_epi16(set, lane_bit), sixteen);
-  };
-  s.lo = _mm256_or_si256(s.lo, bits(qh & 0xFFFF));
-  s.hi = _mm256_or_si256(s.hi, bits(qh >> 16));
+// 16 packed bytes -> the 32 nibbles as bytes in element order (low nibbles, then high nibbles).
+inline __m256i nibbles32(const uint8_t* p) {
+  const __m256i both = _mm256_broadcastsi128_si256(load16(p));
+  return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+// The fifth bits of Q5 blocks: bit j of the little-endian 32-bit `qh` as 16 in byte j (0 otherwise).
+inline __m256i fifth_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, sizeof bits);
+  // byte j takes qh's byte j / 8, keeps bit j % 8, and turns it into 0x10
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202,
+                                                                0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
 
 // Format<T>: kSubs sub-blocks of 32 per block; scales() decodes a block's scales once, quants()
@@ -100,8 +103,7 @@ struct Format<QuantType::kQ5_0> {  // fp16 d, 32 high bits, 16 bytes of nibbles:
     s.offset[0] = -16.0f * s.scale[0];
   }
   static void quants(const uint8_t* b, int, SubBlock& s) {
-    split_nibbles16(b + 6, s);
-    add_high_bits(b + 2, s);
+    widen32(_mm256_or_si256(nibbles32(b + 6), fifth_bits(b + 2)), 0, s);
   }
 };
 
@@ -114,8 +116,7 @@ struct Format<QuantType::kQ5_1> {  // fp16 d, fp16 m, 32 high bits, 16 bytes of 
     s.offset[0] = half_to_float(b + 2);
   }
   static void quants(const uint8_t* b, int, SubBlock& s) {
-    split_nibbles16(b + 8, s);
-    add_high_bits(b + 4, s);
+    widen32(_mm256_or_si256(nibbles32(b + 8), fifth_bits(b + 4)), 0, s);
   }
 };
 

@@ -17,6 +17,9 @@ def test_keywords_validate_and_name_the_field() -> None:
         EngineConfig.build(scheduling_policy="random")
     with pytest.raises(ValueError, match="not_a_knob"):
         EngineConfig.build(not_a_knob=1)
+    assert cfg.activation_bits == 16 and EngineConfig.build(activation_bits=32).activation_bits == 32
+    with pytest.raises(ValueError, match="activation_bits"):
+        EngineConfig.build(activation_bits=8)  # int8 activations are not offered (see quant_gemv.h)
 
 
 def test_file_sources_and_overrides(tmp_path) -> None:
