@@ -36,14 +36,14 @@ from common import (
 MODES = ("decoder_int16", "decoder_exact", "modules", "fp32_weights")
 
 
-def _set_mode(llm: Any, decoders: dict[str, Any], mode: str) -> None:
+def _set_mode(llm: Any, decoders: dict[str, Any], mode: str, max_tokens: int) -> None:
     """Point the engine's runner at one decode path."""
-    from bastion.model.quant_weights import DEFAULT_MAX_TOKENS, set_activation_bits, set_max_tokens
+    from bastion.model.quant_weights import set_activation_bits, set_max_tokens
 
     runner = llm.engine.runner
     runner.cpu_decoder = decoders.get(mode)
     set_activation_bits(runner.model, 16 if mode == "decoder_int16" else 32)  # the logits' matmul follows
-    set_max_tokens(runner.model, 0 if mode == "fp32_weights" else DEFAULT_MAX_TOKENS)
+    set_max_tokens(runner.model, 0 if mode == "fp32_weights" else max_tokens)
 
 
 def requantize(source: str, ftype_name: str, directory: str) -> str:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from bastion.model import default_model_path
     from bastion.model.cpu_decoder import CpuDecoder
-    from bastion.model.quant_weights import DEFAULT_MAX_TOKENS
+    from bastion.model.quant_weights import block_path_max_tokens
 
     threads = args.threads or num_cores()
     torch.set_num_threads(threads)
@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_path = requantize(model_path, args.requantize, args.workdir)
     llm = bastion.LLM(model=model_path, num_threads=threads, enable_prefix_caching=False)
     runner = llm.engine.runner
-    decoders = {f"decoder_{name}": CpuDecoder.create(runner.model, runner.kv_caches, max_tokens=DEFAULT_MAX_TOKENS,
+    max_tokens = block_path_max_tokens(threads)
+    decoders = {f"decoder_{name}": CpuDecoder.create(runner.model, runner.kv_caches, max_tokens=max_tokens,
                                                      threads=threads, activation_bits=bits)
                 for name, bits in (("int16", 16), ("exact", 32))}
     prompt = build_prompts(llm.tokenizer, 1, args.prompt_tokens)[0]
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, list[float]] = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
-            _set_mode(llm, decoders, mode)
+            _set_mode(llm, decoders, mode, max_tokens)
             figures[mode].append(run_bastion_single(llm, prompt, args.max_tokens))
-    _set_mode(llm, decoders, "decoder_int16")
+    _set_mode(llm, decoders, "decoder_int16", max_tokens)
     result: dict[str, Any] = {
         "workload": f"1 req x {args.prompt_tokens} prompt x {args.max_tokens} output, greedy, ignore_eos",
         "model": model_path.rsplit("/", 1)[-1],

@@ -15,7 +15,7 @@ from bastion.config import EngineConfig
 from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
 from bastion.model.cpu_decoder import CpuDecoder
-from bastion.model.quant_weights import DEFAULT_MAX_TOKENS, set_activation_bits
+from bastion.model.quant_weights import block_path_max_tokens, set_activation_bits, set_max_tokens
 
 
 class ModelRunner:
@@ -38,7 +38,9 @@ class ModelRunner:
         elif device.type == "cpu":
             set_activation_bits(self.model, config.activation_bits)
             threads = config.num_threads or torch.get_num_threads()
-            self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=DEFAULT_MAX_TOKENS,
+            max_tokens = block_path_max_tokens(threads)
+            set_max_tokens(self.model, max_tokens)
+            self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=max_tokens,
                                                  threads=threads, activation_bits=config.activation_bits)
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:

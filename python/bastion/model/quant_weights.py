@@ -25,9 +25,7 @@ from bastion.model.safetensors_mmap import load_mmap, save
 
 # ggml type numbers the C++ kernel reads; every other type keeps the fp32 path only
 KERNEL_TYPES: dict[str, int] = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
-# Largest step (tokens) that uses the blocks. All 121 SmolLM2 matrices, one pass, 2 AVX2 cores
-# (shared): blocks on 1 thread 11 / 40 / 85 ms at M = 1 / 8 / 16, torch fp32 GEMM on 1 thread
-# 44 / 76 / 100 ms; torch on 2 quiet cores would roughly halve that, so the tie is near M = 8.
+# Largest step (tokens) that uses the blocks when the thread count is unknown (see block_path_max_tokens).
 DEFAULT_MAX_TOKENS = 8
 _LINEAR_GROUPS = {k: v for k, v in _LAYER_GROUPS.items() if "norm" not in k}
 # beside the converted fp32 weights; keys are "<param name>:<part index>:<ggml type name>"
@@ -78,6 +76,19 @@ class QuantizedWeight:
     def applies(self, x: torch.Tensor) -> bool:
         """Whether ``x`` is a small fp32 CPU batch this weight should serve."""
         return x.shape[0] <= self.max_tokens and x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def block_path_max_tokens(threads: int) -> int:
+    """Largest step (tokens) the blocks should serve with ``threads`` threads; torch's fp32 GEMM beyond.
+
+    The block GEMV scales with threads better than torch's small-M GEMM (SmolLM2, all 121 matrices,
+    int16 activations, 16 rows: 119 -> 65 ms from 1 to 2 threads, torch 102 -> 79 ms). Decode-phase
+    throughput of N concurrent requests, thresholds alternated in one engine (2026-11-25, quiet host):
+    1 thread, N = 12: 111 tok/s at 8, 124 at 16; N = 16: 133 at 8, 125 at 16. 2 threads, N = 12:
+    123 at 8, 218 at 16; N = 24: 194 at 8, 205 at 16, 221 at 24, 222 at 32; N = 32: 227 at 8 to 24,
+    218 at 32. Hence 12 rows per thread, at most 32 (untested beyond 2 threads).
+    """
+    return min(12 * max(1, threads), 32)
 
 
 def load_quantized(path: str | os.PathLike[str], config: ModelConfig,
