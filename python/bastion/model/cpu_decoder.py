@@ -5,8 +5,8 @@ Single-stream decode on the module-by-module path spends ~40 % of each token in 
 ``CpuDecoder`` hands the C++ ``DecoderProgram`` raw pointers to the same weights (the GGUF blocks
 of ``quant_weights``), norm weights and KV caches once, then runs every layer of a step in one call
 with the same kernels that back the ``cpu`` ops backend. It plays the part CUDA graphs play on a GPU:
-same math, no per-op launch cost. Steps larger than ``max_tokens`` (prefill) keep the module path,
-where torch's GEMMs are faster. The embedding lookup stays in torch; the caller computes logits.
+same math, no per-op launch cost. Steps larger than ``max_tokens`` (long prefills, big batches) keep
+the module path, where torch's GEMMs are faster (see ``quant_weights.block_path_max_tokens``). The embedding lookup stays in torch; the caller computes logits.
 """
 
 from __future__ import annotations
