@@ -116,3 +116,38 @@ def test_decoder_declines_models_it_cannot_run(smollm2_model) -> None:
     finally:
         attn.quantized = blocks
     assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is not None
+
+
+def test_program_rejects_inconsistent_layers(smollm2_model) -> None:
+    """The C++ program checks every layer it is given: parts that do not add up, a K that does not fit
+    the type's blocks, an unknown type, a bias outside QKV; the message names the projection."""
+    from bastion import _core
+
+    model, cfg = smollm2_model.model, smollm2_model.config
+    caches = model.make_kv_caches(4, 4)
+    program = _core.cpu.DecoderProgram(
+        hidden=cfg.hidden_size, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        intermediate=cfg.intermediate_size, rotary_half=cfg.head_dim // 2, block_size=4, num_blocks=4,
+        eps=cfg.rms_norm_eps, scale=1.0, sliding_window=0, final_norm=model.norm.weight.data_ptr(), activation_bits=16)
+    layer = model.layers[0]
+    norms = (layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr())
+
+    def linear(module, rows_delta: int = 0, ggml_type: int | None = None, bias: int = 0):  # noqa: ANN001, ANN202
+        parts = [(p.blocks.data_ptr(), p.ggml_type if ggml_type is None else ggml_type, p.rows + rows_delta)
+                 for p in module.quantized.parts]
+        return parts, module.in_features, bias
+
+    attn, mlp = layer.self_attn, layer.mlp
+    good = [linear(attn.qkv_proj), linear(attn.o_proj), linear(mlp.gate_up_proj), linear(mlp.down_proj)]
+    kv = (caches[0][0].data_ptr(), caches[0][1].data_ptr())
+    program.add_layer(*norms, *good, *kv)
+    assert program.num_layers == 1
+    for index, bad, match in [(0, linear(attn.qkv_proj, rows_delta=-1), "qkv"),
+                              (1, linear(attn.o_proj, ggml_type=12), "o must be"),  # Q4_K: K 576 is not 256k
+                              (2, linear(mlp.gate_up_proj, ggml_type=99), "gate_up"),
+                              (3, linear(mlp.down_proj, bias=model.norm.weight.data_ptr()), "bias")]:
+        layers = list(good)
+        layers[index] = bad
+        with pytest.raises(ValueError, match=match):
+            program.add_layer(*norms, *layers, *kv)
+    assert program.num_layers == 1
