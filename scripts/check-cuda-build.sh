@@ -24,6 +24,9 @@ PYTHONPATH="$work/site" python - <<'PY'
 import bastion
 from bastion import _core
 assert _core.with_cuda, "the CUDA build did not compile the CUDA kernels in"
-print(f"CUDA build imports: with_cuda={_core.with_cuda} cuda_available={bastion.cuda_available()}")
+from bastion.ops.cuda_archs import runs_on
+assert runs_on((9, 0), _core.cuda_archs), f"the build targets {_core.cuda_archs}, not the H100/H200 (sm_90)"
+print(f"CUDA build imports: with_cuda={_core.with_cuda} cuda_archs={_core.cuda_archs} "
+      f"cuda_available={bastion.cuda_available()}")
 PY
 echo "check-cuda-build: ok in $((SECONDS - start)) s"

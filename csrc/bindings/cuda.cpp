@@ -118,6 +118,7 @@ void bastion_bindings::bind_cuda(py::module_& m) {
            "workspace_bytes. Raises ValueError for shapes the kernel does not support.");
 #ifdef BASTION_WITH_CUDA
   m.attr("with_cuda") = true;
+  m.attr("cuda_archs") = BASTION_CUDA_ARCHS;  // CMake's list, e.g. "90a" or "80;90a"
   m.def("cuda_device_count", &bastion_cuda_device_count, "Usable CUDA devices; 0 without a driver or GPU.");
   cuda.def("paged_attention_decode", &cuda_bind::paged_attention_decode, py::kw_only(), py::arg("out"),
            py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_table"), py::arg("seq_lens"),

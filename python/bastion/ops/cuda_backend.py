@@ -7,7 +7,9 @@ next backend (Triton). Kernels run asynchronously on torch's current stream of t
 split-KV workspace comes from torch's caching allocator: nothing here synchronises the GPU.
 
 Importing this module raises ImportError when ``bastion._core`` was built without CUDA
-(``BASTION_CUDA=ON``), which the dispatcher records as the reason the backend is unavailable.
+(``BASTION_CUDA=ON``), or when the current GPU is not one the kernels were compiled for (by default
+sm_90a: H100/H200 only; ``BASTION_CUDA_ARCHS`` at build time), which the dispatcher records as the
+reason the backend is unavailable: "auto" then runs Triton there instead of failing every launch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import torch
 
 from bastion import _core
+from bastion.ops.cuda_archs import runs_on
 from bastion.ops.dispatch import Unsupported
 
 # paged_attention serves decode batches only; "auto" passes anything else to the next backend
@@ -26,6 +29,12 @@ if not getattr(_core, "with_cuda", False):
     raise ImportError("bastion._core was built without CUDA kernels; rebuild with BASTION_CUDA=ON")
 
 _kernels = _core.cuda
+
+if torch.cuda.is_available():
+    _capability = torch.cuda.get_device_capability()
+    if not runs_on(_capability, _core.cuda_archs):
+        raise ImportError(f"bastion's CUDA kernels were compiled for {_core.cuda_archs}; this GPU is "
+                          f"sm_{_capability[0]}{_capability[1]} (rebuild with BASTION_CUDA_ARCHS including it)")
 
 _ATTENTION_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _CACHE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
