@@ -41,13 +41,20 @@ __all__ = [
 
 
 def cuda_available() -> bool:
-    """True when the native core was built with CUDA kernels AND a CUDA device is usable now."""
+    """True when the native core was built with CUDA kernels, torch sees a GPU, and the kernels were
+    compiled for that GPU's architecture (``bastion._core.cuda_archs``; sm_90a by default)."""
     from bastion import _core
 
     if not getattr(_core, "with_cuda", False):
         return False
     count = getattr(_core, "cuda_device_count", None)
-    return bool(count and count() > 0)
+    if not (count and count() > 0):
+        return False
+    import torch
+
+    from bastion.ops.cuda_archs import runs_on
+
+    return torch.cuda.is_available() and runs_on(torch.cuda.get_device_capability(), _core.cuda_archs)
 
 
 def __getattr__(name: str) -> Any:
