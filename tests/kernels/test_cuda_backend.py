@@ -125,3 +125,14 @@ def test_extension_links_neither_cudart_nor_the_driver_dynamically() -> None:
     libs = subprocess.run(["ldd", _core.__file__], capture_output=True, text=True, check=True).stdout
     assert "libcudart" not in libs, libs
     assert "libcuda.so" not in libs, libs
+
+
+def test_cache_rows_of_partial_vectors_are_unsupported_so_auto_uses_triton(cuda_backend) -> None:
+    """head_dim 4 in bf16 is 8 bytes: the kernel moves 16-byte vectors, so it declines (before any device check)."""
+    from bastion.ops.dispatch import Unsupported
+
+    key = torch.zeros(3, 2, 4, dtype=torch.bfloat16)
+    cache = torch.zeros(4, 16, 2, 4, dtype=torch.bfloat16)
+    assert "reshape_and_cache" in cuda_backend.PARTIAL_OPS
+    with pytest.raises(Unsupported, match="16-byte"):
+        cuda_backend.reshape_and_cache(key, key, cache, cache.clone(), torch.zeros(3, dtype=torch.int64))

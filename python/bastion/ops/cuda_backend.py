@@ -22,8 +22,9 @@ from bastion import _core
 from bastion.ops.cuda_archs import runs_on
 from bastion.ops.dispatch import Unsupported
 
-# paged_attention serves decode batches only; "auto" passes anything else to the next backend
-PARTIAL_OPS = frozenset({"paged_attention"})
+# paged_attention serves decode batches only, reshape_and_cache rows of whole 16-byte vectors only;
+# "auto" passes anything else to the next backend
+PARTIAL_OPS = frozenset({"paged_attention", "reshape_and_cache"})
 
 if not getattr(_core, "with_cuda", False):
     raise ImportError("bastion._core was built without CUDA kernels; rebuild with BASTION_CUDA=ON")
@@ -175,7 +176,8 @@ def reshape_and_cache(
     """CUDA KV write; same contract as ``bastion.ops.reshape_and_cache`` (slots < 0 are skipped).
 
     Slots past the end of the cache are skipped too (the kernel cannot raise): they never write
-    outside the cache. Raises ValueError for dtypes or layouts the kernel does not support.
+    outside the cache. Raises ValueError for dtypes or layouts the kernel does not support, and
+    ``Unsupported`` for rows that are not whole 16-byte vectors (tiny head dims: Triton takes them).
     """
     if k_cache.dtype not in _CACHE_DTYPES or not (key.dtype == value.dtype == v_cache.dtype == k_cache.dtype):
         raise ValueError(
@@ -183,6 +185,10 @@ def reshape_and_cache(
             f"{', '.join(map(str, _CACHE_DTYPES))}; got key {key.dtype}, value {value.dtype}, "
             f"k_cache {k_cache.dtype}, v_cache {v_cache.dtype}"
         )
+    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
+    if (head_dim * k_cache.element_size()) % _VEC_BYTES:  # a shape question: asked before any device check
+        raise Unsupported(f"cuda backend: head_dim {head_dim} of {k_cache.dtype} is not a whole number of "
+                          "16-byte vectors")
     device = k_cache.device
     if device.type != "cuda":
         raise ValueError(f"cuda backend: tensors must be on a CUDA device, got {device}")
@@ -190,9 +196,6 @@ def reshape_and_cache(
         _require_on(name, t, device)
     _require_contiguous("k_cache", k_cache)
     _require_contiguous("v_cache", v_cache)
-    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
-    if (head_dim * k_cache.element_size()) % _VEC_BYTES:
-        raise ValueError(f"cuda backend: head_dim {head_dim} of {k_cache.dtype} is not a whole number of 16-byte vectors")
     if key.shape[0] == 0:
         return
     key = _vector_rows(key)
