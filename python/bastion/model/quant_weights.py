@@ -65,6 +65,9 @@ class QuantizedWeight:
         to int16 per 32 values when ``activation_bits`` is 16 (see ``cpu_backend.quant_matmul``)."""
         from bastion.ops import cpu_backend  # the native core is only needed once the path is used
 
+        if len(self.parts) == 1:  # the common case: no column slices to set up
+            part = self.parts[0]
+            return cpu_backend.quant_matmul(x, part.blocks, part.ggml_type, part.rows, self.threads, self.activation_bits)
         out = torch.empty((x.shape[0], self.out_features), dtype=torch.float32)
         first = 0
         for part in self.parts:  # each part fills its own columns
