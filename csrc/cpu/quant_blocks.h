@@ -33,6 +33,15 @@ inline float half_to_float(const uint8_t* p) {
   return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
 }
 
+// Two consecutive fp16 values (a block's scale and min) with one conversion.
+inline void two_halves_to_float(const uint8_t* p, float& first, float& second) {
+  uint32_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  const __m128 both = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
+  first = _mm_cvtss_f32(both);
+  second = _mm_cvtss_f32(_mm_movehdup_ps(both));
+}
+
 inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
@@ -87,10 +96,7 @@ template <>
 struct Format<QuantType::kQ4_1> {  // fp16 d, fp16 m, 16 bytes of nibbles: w = d * q + m
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
-  static void scales(const uint8_t* b, Scales<1>& s) {
-    s.scale[0] = half_to_float(b);
-    s.offset[0] = half_to_float(b + 2);
-  }
+  static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
   static void quants(const uint8_t* b, int, SubBlock& s) { split_nibbles16(b + 4, s); }
 };
 
@@ -111,10 +117,7 @@ template <>
 struct Format<QuantType::kQ5_1> {  // fp16 d, fp16 m, 32 high bits, 16 bytes of nibbles: w = d * q + m
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
-  static void scales(const uint8_t* b, Scales<1>& s) {
-    s.scale[0] = half_to_float(b);
-    s.offset[0] = half_to_float(b + 2);
-  }
+  static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
   static void quants(const uint8_t* b, int, SubBlock& s) {
     widen32(_mm256_or_si256(nibbles32(b + 8), fifth_bits(b + 4)), 0, s);
   }
@@ -139,7 +142,8 @@ struct Format<QuantType::kQ4_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes o
   static constexpr int kSubs = 8;
   static constexpr bool kTwoScales = false;
   static void scales(const uint8_t* b, Scales<8>& s) {  // sub-block j: w = d * sc_j * q - dmin * m_j
-    const float d = half_to_float(b), dmin = half_to_float(b + 2);
+    float d, dmin;
+    two_halves_to_float(b, d, dmin);
     const uint8_t* sc = b + 4;
     for (int j = 0; j < 8; ++j) {
       const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
