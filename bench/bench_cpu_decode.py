@@ -7,11 +7,12 @@ One engine, four modes switched between rounds (so a noisy neighbour hits every 
   fp32_weights   module by module over the dequantized fp32 weights (torch GEMV)
 Reports median tok/s (1 / median time per output token) and ratios to llama.cpp.
 
-    python bench/bench_cpu_decode.py [--model GGUF | --requantize Q4_K_M] [--max-tokens 128] [--rounds 3]
-                                     [--threads N] [--json]
+    python bench/bench_cpu_decode.py [--model GGUF | --requantize Q4_K_M] [--quantize-weights Q8_0]
+                                     [--max-tokens 128] [--rounds 3] [--threads N] [--json]
 
 ``--requantize Q4_K_M`` first has llama.cpp's own quantizer turn the embedded SmolLM2 into that type
-(a temporary file), so the K-quant path can be measured without downloading anything.
+(a temporary file), so the K-quant path can be measured without downloading anything; ``--requantize
+F16 --quantize-weights Q8_0`` measures blocks made at load time for an unquantized file.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_path = args.model or str(default_model_path())
     if args.requantize:
         model_path = requantize(model_path, args.requantize, args.workdir)
-    llm = bastion.LLM(model=model_path, num_threads=threads, enable_prefix_caching=False)
+    llm = bastion.LLM(model=model_path, num_threads=threads, enable_prefix_caching=False,
+                      quantize_weights=args.quantize_weights)
     runner = llm.engine.runner
     max_tokens = block_path_max_tokens(threads)
     decoders = {f"decoder_{name}": CpuDecoder.create(runner.model, runner.kv_caches, max_tokens=max_tokens,
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _set_mode(llm, decoders, "decoder_int16", max_tokens)
     result: dict[str, Any] = {
         "workload": f"1 req x {args.prompt_tokens} prompt x {args.max_tokens} output, greedy, ignore_eos",
-        "model": model_path.rsplit("/", 1)[-1],
+        "model": model_path.rsplit("/", 1)[-1], "quantize_weights": args.quantize_weights,
         "cores": num_cores(), "threads": threads,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2 Q4_1)")
     parser.add_argument("--requantize", default=None, help="llama.cpp type to requantize the model to, e.g. Q4_K_M")
+    parser.add_argument("--quantize-weights", default="none", help="EngineConfig.quantize_weights, e.g. Q8_0")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)

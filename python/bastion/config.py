@@ -25,6 +25,9 @@ class EngineConfig(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = Field(0, ge=0, description="default sampling seed of the engine")
+    quantize_weights: Literal["none", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"] = Field(
+        "none", description="CPU fp32: also round weights the model file stores unquantized (HF directories, "
+                            "F16/BF16/F32 GGUFs) to these GGUF blocks, so small steps run on the block path")
     activation_bits: Literal[16, 32] = Field(
         16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
                         "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")

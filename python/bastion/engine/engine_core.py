@@ -45,7 +45,8 @@ class EngineCore:
         dtype = resolve_dtype(config.dtype, self.device)
         # checked before the weights load: a backend that cannot run here fails the construction at once
         ops_backends, sample_backend = plan_kernel_backends(config.kernel_backend, self.device, dtype)
-        self.loaded = load_model(config.model, device=self.device, dtype=dtype)
+        self.loaded = load_model(config.model, device=self.device, dtype=dtype,
+                                 quantize_weights=config.quantize_weights)
         self.loaded.model.set_ops_backends(ops_backends)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config

@@ -17,6 +17,7 @@ from bastion.model.gguf_file import read_gguf
 from bastion.model.hf_dir import read_hf_config, read_hf_weights, weight_files
 from bastion.model.llama import LlamaForCausalLM
 from bastion.model.quant_weights import attach_quantized, load_quantized
+from bastion.model.quantize_on_load import quantize_model
 from bastion.model.safetensors_mmap import load_mmap, save
 from bastion.model.tokenizer import Tokenizer
 from bastion.model.weight_cache import converted_dir, publish_dir, staging_dir, weights_sha256
@@ -97,13 +98,24 @@ def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype) -> L
 
 
 def load_model(path: str | os.PathLike[str] | None, *, device: torch.device | str = "cpu",
-               dtype: torch.dtype | str = torch.float32, use_cache: bool = True) -> LoadedModel:
+               dtype: torch.dtype | str = torch.float32, use_cache: bool = True,
+               quantize_weights: str = "none") -> LoadedModel:
     """Load a Llama-family model: ``None`` = the embedded SmolLM2, a ``.gguf`` file, or an HF directory.
 
     GGUF weights are dequantized once and cached (``$BASTION_CACHE_DIR``, default ``~/.cache/bastion``);
-    later loads memory-map the cache. Raises ``ModelLoadError`` naming the path for a missing, corrupt
-    or unsupported model.
+    later loads memory-map the cache. On the CPU in fp32, a GGUF's quantized blocks are kept for small
+    steps, and ``quantize_weights`` (a GGUF type, see ``quantize_on_load``) makes blocks for the weights
+    stored unquantized. Raises ``ModelLoadError`` naming the path for a missing, corrupt or unsupported
+    model.
     """
+    loaded = _load(path, device, dtype, use_cache)
+    if quantize_weights != "none" and loaded.model.device.type == "cpu" and loaded.model.dtype == torch.float32:
+        quantize_model(loaded.model, quantize_weights)
+    return loaded
+
+
+def _load(path: str | os.PathLike[str] | None, device: torch.device | str, dtype: torch.dtype | str,
+          use_cache: bool) -> LoadedModel:
     source = default_model_path() if path is None else Path(path).expanduser()
     device = torch.device(device)
     dtype = resolve_dtype(dtype, device)
