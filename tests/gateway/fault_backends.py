@@ -3,7 +3,7 @@
 ``ScriptedBackend`` "generates" a fixed script word by word. It honours ``continuation`` the way a
 real model continues a prefix: it emits the script *after* the continuation, so a failover test can
 check that the client saw the script exactly once. Faults: raise before the first chunk, hang,
-stream slowly, fail after N chunks, emit a malformed (finish-less) stream, report bad health.
+answer late (``first_delay_s``), stream slowly, fail after N chunks, emit a malformed (finish-less) stream, report bad health.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ScriptedBackend:
     fail_exc: BaseException | None = None
     hang: bool = False  # never produce a chunk
     delay_s: float = 0.0  # between chunks
+    first_delay_s: float = 0.0  # before anything else (a slow first token)
     end_without_finish: bool = False  # malformed: stream stops with no finish_reason
     max_context: int | None = None
     health_report: BackendHealth | None = None
@@ -36,6 +37,7 @@ class ScriptedBackend:
     requests: list[BackendRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     completed: int = 0
+    cancelled: int = 0  # streams closed or cancelled from outside before they ended
 
     def __post_init__(self) -> None:
         self.model_info = ModelIdentity(name=f"{self.name}-model", version="1", weights_sha256="ab" * 32)
@@ -67,21 +69,30 @@ class ScriptedBackend:
     async def stream(self, request: BackendRequest) -> AsyncIterator[BackendChunk]:
         """Stream the script after ``request.continuation``; inject the configured faults."""
         self.requests.append(request)
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.raise_before is not None:
-            raise self.raise_before
-        pieces = self._remaining_words(request) or [""]  # nothing left: just the end of sequence
-        for i, piece in enumerate(pieces):
-            if self.fail_after is not None and i == self.fail_after:
-                raise self.fail_exc or RuntimeError("injected mid-stream failure")
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            last = i == len(pieces) - 1
-            if last and self.end_without_finish:
-                yield BackendChunk(piece, (self.token_base + i,), 1)
-                return
-            finish = ("length" if len(pieces) == request.params.max_tokens else "stop") if last else None
-            yield BackendChunk(piece, (self.token_base + i,), 1, finish_reason=finish,
-                               prompt_tokens=self.count_tokens(request.prompt or "") if last else None)
+        final_sent = False
+        try:
+            if self.first_delay_s:
+                await asyncio.sleep(self.first_delay_s)
+            if self.hang:
+                await asyncio.Event().wait()
+            if self.raise_before is not None:
+                raise self.raise_before
+            pieces = self._remaining_words(request) or [""]  # nothing left: just the end of sequence
+            for i, piece in enumerate(pieces):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise self.fail_exc or RuntimeError("injected mid-stream failure")
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                last = i == len(pieces) - 1
+                if last and self.end_without_finish:
+                    yield BackendChunk(piece, (self.token_base + i,), 1)
+                    return
+                finish = ("length" if len(pieces) == request.params.max_tokens else "stop") if last else None
+                final_sent = last
+                yield BackendChunk(piece, (self.token_base + i,), 1, finish_reason=finish,
+                                   prompt_tokens=self.count_tokens(request.prompt or "") if last else None)
+        except (asyncio.CancelledError, GeneratorExit):
+            if not final_sent:  # closing a finished stream is no cancellation
+                self.cancelled += 1  # tests assert a hedge loser was stopped, not left running
+            raise
         self.completed += 1

@@ -25,7 +25,7 @@ from bastion.audit.redact import redact
 
 Outcome = Literal["served", "fallback", "blocked", "rate_limited", "failed", "aborted", "timeout"]
 AttemptOutcome = Literal[
-    "ok", "error", "timeout", "open_breaker", "overloaded", "context_overflow", "blocked", "aborted"
+    "ok", "error", "timeout", "open_breaker", "overloaded", "context_overflow", "blocked", "aborted", "hedge_lost"
 ]
 ContentMode = Literal["hashed", "full"]
 SCHEMA_VERSION = 1
@@ -89,6 +89,7 @@ class BackendAttempt(BaseModel):
     duration_s: float = Field(ge=0)
     breaker_state: str | None = Field(None, description="breaker state when the attempt was admitted or refused")
     tokens_sent: int = Field(0, ge=0, description="output tokens this attempt released to the client")
+    hedge: bool = Field(False, description="started as a hedge alongside a slow attempt (not by the route)")
 
 
 class GuardDecisionRecord(BaseModel):
@@ -128,6 +129,7 @@ class AuditRecord(BaseModel):
     breaker_states: dict[str, str] = Field(default_factory=dict, description="backend -> state at the end")
     guardrail_decisions: list[GuardDecisionRecord] = Field(default_factory=list)
     fallback_at_token: int | None = Field(None, description="output tokens sent before a mid-stream failover")
+    hedges: int = Field(0, ge=0, description="hedge attempts started (the losers have outcome hedge_lost)")
 
     queue_time_s: float | None = None
     ttft_s: float | None = None

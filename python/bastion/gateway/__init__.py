@@ -17,6 +17,7 @@ from bastion.gateway.errors import (
     UpstreamServerError,
 )
 from bastion.gateway.gateway import Gateway
+from bastion.gateway.hedging import HedgePolicy
 from bastion.gateway.hooks import HookEvent, Hooks
 from bastion.gateway.openai_backend import OpenAIBackend
 from bastion.gateway.retry import RetryPolicy
@@ -26,6 +27,6 @@ from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest, G
 __all__ = [
     "AllBackendsFailed", "Backend", "BackendChunk", "BackendError", "BackendHealth", "BackendRequest",
     "BackendTimeout", "BackendUnavailable", "BadRequest", "ContextWindowExceeded", "Gateway", "GatewayDelta",
-    "GatewayResult", "HookEvent", "Hooks", "LocalBackend", "MalformedResponse", "OpenAIBackend", "RetryPolicy",
+    "GatewayResult", "HedgePolicy", "HookEvent", "Hooks", "LocalBackend", "MalformedResponse", "OpenAIBackend", "RetryPolicy",
     "Telemetry", "Timeouts", "UpstreamAuthError", "UpstreamRateLimited", "UpstreamServerError",
 ]

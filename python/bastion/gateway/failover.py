@@ -4,6 +4,8 @@ Per backend: skip it when the request no longer fits its context or its breaker 
 attempt it under the phase timeouts, retrying per ``RetryPolicy``; then fall back to the next one.
 Text already sent to the client stays sent: a fallback continues after it, so the client sees one
 continuous stream. A blocking output guardrail ends in a refusal delta, never the blocked text.
+Before the first token, a ``HedgePolicy`` may race a later backend in route order against a slow
+attempt (``hedging.HedgeRace``); the first to answer is the attempt, the other is cancelled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bastion.gateway.backend import Backend, count_tokens
 from bastion.gateway.calls import Call
 from bastion.gateway.errors import AllBackendsFailed, error_class_of
 from bastion.gateway.guarding import OutputGate, decision_records
+from bastion.gateway.hedging import HedgePolicy, HedgeRace, Leg
 from bastion.gateway.hooks import Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
@@ -40,11 +43,13 @@ class Failover:
 
     def __init__(self, backends: Mapping[str, Backend], breakers: Mapping[str, CircuitBreaker], router: Router, *,
                  retry_policy: RetryPolicy, timeouts: Timeouts, output_guard_factory: Callable[[], Any] | None,
-                 hooks: Hooks, telemetry: Telemetry, refusal_message: str, rng: random.Random) -> None:
+                 hooks: Hooks, telemetry: Telemetry, refusal_message: str, rng: random.Random,
+                 hedge_policy: HedgePolicy | None = None) -> None:
         self.backends = backends
         self.breakers = breakers
         self.router = router
         self.retry_policy = retry_policy
+        self.hedge_policy = hedge_policy or HedgePolicy()
         self.timeouts = timeouts
         self.hooks = hooks
         self.telemetry = telemetry
@@ -57,8 +62,9 @@ class Failover:
 
         Raises ``AllBackendsFailed`` when no backend served it (and none blocked its output).
         """
-        for name in self.router.order():
-            async with aclosing(self._on_backend(call, name)) as deltas:
+        order = self.router.order()
+        for name in order:
+            async with aclosing(self._on_backend(call, name, order)) as deltas:
                 async for delta in deltas:
                     yield delta
             if call.trace.delivered:
@@ -72,7 +78,7 @@ class Failover:
                                 + "; ".join(f"{a.backend}: {a.outcome}" for a in trace.attempts),
                                 trace.attempts, timed_out=timed_out and bool(trace.attempts))
 
-    async def _on_backend(self, call: Call, name: str) -> AsyncIterator[GatewayDelta]:
+    async def _on_backend(self, call: Call, name: str, order: list[str]) -> AsyncIterator[GatewayDelta]:
         """Try backend ``name`` (with retries); sets ``trace.delivered`` when it served the request."""
         trace, backend, breaker = call.trace, self.backends[name], self.breakers[name]
         retries = 0
@@ -103,45 +109,99 @@ class Failover:
                 trace.fallback_at_token = trace.output_tokens
             sent_before = trace.output_tokens
             gate = OutputGate(self._output_guard_factory)
+            leg = Leg(name, permit, state, started, gate, run_attempt(backend, request, gate, self.timeouts))
+            # hedge only while the client has nothing yet: two streams are never mixed
+            hedges_left = self.hedge_policy.max_hedges - trace.hedges if not trace.output_tokens else 0
+            race = HedgeRace(leg, self.hedge_policy, hedges_left,
+                             lambda racing: self._open_hedge(call, order, racing, name),
+                             lambda lost, how, exc: self._settle_leg(call, lost, how, exc))
             try:
-                async with aclosing(run_attempt(backend, request, gate, self.timeouts)) as attempt:
+                async with aclosing(race.stream()) as attempt:
                     async for released in attempt:
+                        leg = race.leg
                         if released.final is not None:
-                            permit.on_success(time.monotonic() - started)
-                            trace.add_attempt(name, "ok", started, breaker_state=state,
-                                              tokens_sent=trace.output_tokens + released.num_tokens - sent_before)
-                            trace.decisions.extend(decision_records(gate.decisions, "output", name))
-                            yield self._final(call, name, released, released.final.finish_reason)
+                            leg.permit.on_success(time.monotonic() - leg.started)
+                            trace.add_attempt(leg.name, "ok", leg.started, breaker_state=leg.breaker_state,
+                                              tokens_sent=trace.output_tokens + released.num_tokens - sent_before,
+                                              hedge=leg.hedge)
+                            trace.decisions.extend(decision_records(leg.gate.decisions, "output", leg.name))
+                            yield self._final(call, leg.name, released, released.final.finish_reason)
                             return
-                        yield await self._delta(call, name, released)
+                        yield await self._delta(call, leg.name, released)
             except GuardrailViolation as e:
-                permit.on_success(time.monotonic() - started)  # the backend worked; its text was refused
-                trace.add_attempt(name, "blocked", started, exc=e, breaker_state=state,
-                                  tokens_sent=trace.output_tokens - sent_before)
-                trace.decisions.extend(decision_records(gate.decisions or e.decisions, "output", name))
-                self.telemetry.record_guard_block("output")
-                await self.hooks.emit("guard_decision", trace.request_id, stage="output", backend=name,
-                                      allowed=False)
+                await self._settle_leg(call, race.leg, "failed", e, tokens_sent=trace.output_tokens - sent_before)
                 if not self.retry_policy.fallback_on_block:
                     yield self._refusal(call)
                 return
             except (asyncio.CancelledError, GeneratorExit):
                 if not trace.delivered:  # the client left mid-answer (after the last delta it is no abort)
-                    permit.release()
-                    trace.add_attempt(name, "aborted", started, breaker_state=state,
-                                      tokens_sent=trace.output_tokens - sent_before)
+                    await self._settle_leg(call, race.leg, "aborted", None,
+                                           tokens_sent=trace.output_tokens - sent_before)
                 raise
             except Exception as e:
                 error_class = error_class_of(e)
-                permit.on_error(time.monotonic() - started, e)
-                trace.add_attempt(name, attempt_outcome(error_class), started, exc=e, breaker_state=state,
-                                  tokens_sent=trace.output_tokens - sent_before)
+                await self._settle_leg(call, race.leg, "failed", e, tokens_sent=trace.output_tokens - sent_before)
                 if error_class in self.retry_policy.fatal:
                     raise
                 retries += 1
                 if retries > self.retry_policy.retries_for(error_class):
                     return
                 await asyncio.sleep(self.retry_policy.delay(retries, getattr(e, "retry_after", None), self._rng))
+
+    # ------------------------------------------------------------------ hedging
+    async def _open_hedge(self, call: Call, order: list[str], racing: set[str], primary: str) -> Leg | None:
+        """A hedge attempt on the next backend in route order that fits, has budget and a breaker permit."""
+        trace = call.trace
+        for name in order[order.index(primary) + 1:]:
+            backend, breaker = self.backends[name], self.breakers[name]
+            if name in racing or (backend.max_context is not None and
+                                  count_tokens(backend, call.input_text()) + 1 > backend.max_context):
+                continue
+            health = backend.health()
+            if health is not None:
+                breaker.record_health(health.kv_usage, health.queue_time_s, health.preemptions_per_s)
+            if not self.hedge_policy.has_budget(health):  # a loaded engine gets no speculative work
+                continue
+            try:
+                permit = breaker.try_acquire()
+            except CallNotPermitted:
+                continue
+            trace.hedges += 1
+            self.telemetry.record_hedge(primary, name)
+            request = call.backend_request(f"{trace.request_id}-{len(trace.attempts)}-hedge{trace.hedges}")
+            await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1,
+                                  backend_request_id=request.request_id, hedge=True)
+            gate = OutputGate(self._output_guard_factory)
+            return Leg(name, permit, breaker_state_name(breaker.state), time.monotonic(), gate,
+                       run_attempt(backend, request, gate, self.timeouts), hedge=True)
+        return None
+
+    async def _settle_leg(self, call: Call, leg: Leg, how: str, exc: BaseException | None, *,
+                          tokens_sent: int = 0) -> None:
+        """Report an attempt that ended without serving: to its breaker, the trace and telemetry.
+
+        ``how``: "hedge_lost" or "aborted" (the backend did nothing wrong: the permit is released,
+        not counted as a failure) or "failed" with the exception it raised.
+        """
+        trace = call.trace
+        if how != "failed":
+            leg.permit.release()
+            trace.add_attempt(leg.name, how, leg.started, breaker_state=leg.breaker_state,
+                              tokens_sent=tokens_sent, hedge=leg.hedge)
+            return
+        assert exc is not None
+        if isinstance(exc, GuardrailViolation):
+            leg.permit.on_success(time.monotonic() - leg.started)  # the backend worked; its text was refused
+            trace.add_attempt(leg.name, "blocked", leg.started, exc=exc, breaker_state=leg.breaker_state,
+                              tokens_sent=tokens_sent, hedge=leg.hedge)
+            trace.decisions.extend(decision_records(leg.gate.decisions or exc.decisions, "output", leg.name))
+            self.telemetry.record_guard_block("output")
+            await self.hooks.emit("guard_decision", trace.request_id, stage="output", backend=leg.name,
+                                  allowed=False)
+            return
+        leg.permit.on_error(time.monotonic() - leg.started, exc)
+        trace.add_attempt(leg.name, attempt_outcome(error_class_of(exc)), leg.started, exc=exc,
+                          breaker_state=leg.breaker_state, tokens_sent=tokens_sent, hedge=leg.hedge)
 
     # ------------------------------------------------------------------ the deltas an attempt yields
     async def _delta(self, call: Call, name: str, released: Released) -> GatewayDelta:

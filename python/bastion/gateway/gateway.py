@@ -4,8 +4,9 @@ Order for every request: rate-limit reserve -> input guardrails -> route (A/B we
 open breakers) -> stream through the output guardrails -> settle the rate limit -> exactly ONE
 audit record, whatever the outcome. On an error, timeout, open breaker, ``Overloaded``, context
 overflow or blocking output guardrail the Gateway retries per ``RetryPolicy`` and then falls back
-to the next backend (that loop is ``failover.Failover``); if text was already sent, the fallback
-continues after it, so the client sees one continuous stream. The audit acknowledgement is
+to the next backend (that loop is ``failover.Failover``); before the first token, a ``HedgePolicy``
+may race a second backend against a slow one (``hedging.HedgeRace``). If text was already sent,
+the fallback continues after it, so the client sees one continuous stream. The audit acknowledgement is
 awaited after the response completes (never while streaming); if the trail cannot make the
 record durable, that wait raises ``AuditError``, so a caller is never told "done" for a request
 the trail does not hold.
@@ -32,6 +33,7 @@ from bastion.gateway.calls import Call, build_call
 from bastion.gateway.errors import AllBackendsFailed
 from bastion.gateway.failover import Failover
 from bastion.gateway.guarding import check_input, decision_records, output_guard_factory
+from bastion.gateway.hedging import HedgePolicy
 from bastion.gateway.hooks import Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
@@ -56,6 +58,7 @@ class Gateway:
     ``rate_limiter``: a ``RateLimiter``. ``breaker_config``: one breaker per backend, on ``clock``.
     ``weights``: A/B split of the first choice. ``shadow``: a backend (or name) that gets a copy.
     ``hooks``: event name -> callable(s). ``timeouts``: first-token / stall / attempt limits.
+    ``hedge_policy``: race a second backend when the first token is late (off by default).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Gateway:
         rate_limiter: Any = None,
         breaker_config: BreakerConfig | None = None,
         retry_policy: RetryPolicy | None = None,
+        hedge_policy: HedgePolicy | None = None,
         timeouts: Timeouts | None = None,
         weights: Mapping[str, float] | None = None,
         shadow: str | Backend | None = None,
@@ -83,6 +87,7 @@ class Gateway:
         self._rng = rng or random.Random()
         self.router = Router(list(self.backends), weights, self._rng)
         self.retry_policy = retry_policy or RetryPolicy()
+        self.hedge_policy = hedge_policy or HedgePolicy()
         self.timeouts = timeouts or Timeouts()
         self._owns_audit = isinstance(audit, (str, os.PathLike))
         self.audit: AuditLog | None = AuditLog(audit) if self._owns_audit else audit  # type: ignore[arg-type]
@@ -100,7 +105,7 @@ class Gateway:
         self._failover = Failover(self.backends, self.breakers, self.router, retry_policy=self.retry_policy,
                                   timeouts=self.timeouts, output_guard_factory=output_guard_factory(guardrails),
                                   hooks=self.hooks, telemetry=self.telemetry, refusal_message=refusal_message,
-                                  rng=self._rng)
+                                  rng=self._rng, hedge_policy=self.hedge_policy)
 
     def _resolve_shadow(self, shadow: str | Backend) -> Backend:
         if isinstance(shadow, str):

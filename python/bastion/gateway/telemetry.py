@@ -95,6 +95,8 @@ class Telemetry:
         self.requests = prom.Counter("bastion_gateway_requests", "Requests by outcome", ["outcome"], registry=reg)
         self.fallbacks = prom.Counter("bastion_gateway_fallbacks", "Failovers from one backend to the next",
                                       ["from_backend", "to_backend"], registry=reg)
+        self.hedges = prom.Counter("bastion_gateway_hedges", "Hedge attempts started beside a slow attempt",
+                                   ["from_backend", "to_backend"], registry=reg)
         self.guard_blocks = prom.Counter("bastion_gateway_guardrail_blocks", "Guardrail blocks by stage",
                                          ["stage"], registry=reg)
         self.rate_limited = prom.Counter("bastion_gateway_rate_limited", "Requests refused by the rate limiter",
@@ -162,6 +164,11 @@ class Telemetry:
         """Count a failover."""
         if self.registry is not None:
             self.fallbacks.labels(from_backend, to_backend).inc()
+
+    def record_hedge(self, from_backend: str, to_backend: str) -> None:
+        """Count a hedge started on ``to_backend`` beside a slow attempt on ``from_backend``."""
+        if self.registry is not None:
+            self.hedges.labels(from_backend, to_backend).inc()
 
     def record_guard_block(self, stage: str) -> None:
         """Count a guardrail block at ``stage`` (input / output)."""

@@ -62,6 +62,7 @@ class RequestTrace:
     queue_time_s: float | None = None
     preemptions: int = 0
     fallback_at_token: int | None = None
+    hedges: int = 0  # hedge attempts started
     finish_reason: str | None = None
     outcome: str | None = None
     error: str | None = None
@@ -72,13 +73,13 @@ class RequestTrace:
         return time.monotonic() - self.started
 
     def add_attempt(self, backend: str, outcome: str, started: float, *, exc: BaseException | None = None,
-                    breaker_state: str | None = None, tokens_sent: int = 0) -> None:
-        """Record one backend attempt that began at monotonic time ``started``."""
+                    breaker_state: str | None = None, tokens_sent: int = 0, hedge: bool = False) -> None:
+        """Record one backend attempt that began at monotonic time ``started`` (``hedge``: started as one)."""
         self.attempts.append(BackendAttempt(
             backend=backend, outcome=outcome, duration_s=max(0.0, time.monotonic() - started),
             error_class=type(exc).__name__ if exc is not None else None,
             error=redact(str(exc))[:500] if exc is not None else None,
-            breaker_state=breaker_state, tokens_sent=tokens_sent,
+            breaker_state=breaker_state, tokens_sent=tokens_sent, hedge=hedge,
         ))
 
     def take(self, text: str, token_ids: tuple[int, ...], num_tokens: int) -> bool:
@@ -100,7 +101,9 @@ class RequestTrace:
             self.queue_time_s = metrics.get("queue_time_s", self.queue_time_s)
             self.preemptions += int(metrics.get("preemptions", 0))
         self.backend, self.model, self.finish_reason = backend, model, finish_reason
-        self.outcome = "served" if len(self.attempts) == 1 else "fallback"
+        # a hedge that lost the race is no failure: the request was still served first time
+        served_first = bool(self.attempts) and all(a.outcome == "hedge_lost" for a in self.attempts[:-1])
+        self.outcome = "served" if served_first else "fallback"
         self.delivered = True
 
     def refuse(self) -> None:
@@ -121,7 +124,7 @@ class RequestTrace:
             sampling=self.sampling, content_policy=policy.mode, prompt=policy.capture(self.prompt_text),
             output=policy.capture(self.output_text), prompt_tokens=self.prompt_tokens,
             output_tokens=self.output_tokens, attempts=self.attempts, breaker_states=breaker_states,
-            guardrail_decisions=self.decisions, fallback_at_token=self.fallback_at_token,
+            guardrail_decisions=self.decisions, fallback_at_token=self.fallback_at_token, hedges=self.hedges,
             queue_time_s=self.queue_time_s, ttft_s=self.ttft_s, total_time_s=self.elapsed(),
             preemptions=self.preemptions, finish_reason=self.finish_reason, outcome=self.outcome or "failed",
             error=self.error,
