@@ -41,6 +41,10 @@ async def test_gateway_matches_direct_engine_and_audits_model_facts(llm, audit_l
     assert result.backend == "0" and result.finish_reason == "length" and result.output_tokens == 8
     rec = read_records(audit_path)[0]
     assert rec["model"]["weights_sha256"] == llm.model_config.weights_sha256
+    # how the answer was computed, for reproducing it: block types, activation precision, the C++ decoder
+    numerics = rec["model"]["numerics"]
+    assert numerics == llm.numerics and "GGUF blocks Q4_1+Q8_0" in numerics and "activations int16" in numerics
+    assert "one-call C++ decoder" in numerics
     assert rec["queue_time_s"] is not None and rec["ttft_s"] > 0 and rec["prompt_tokens"] > 0
 
 

@@ -77,6 +77,8 @@ class ModelIdentity(BaseModel):
     name: str
     version: str | None = None
     weights_sha256: str | None = None
+    numerics: str | None = Field(None, description="how a local engine computed (device, dtype, kernel backend, "
+                                                   "GGUF block types, activation precision)")
 
 
 class BackendAttempt(BaseModel):

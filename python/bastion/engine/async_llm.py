@@ -33,6 +33,7 @@ class AsyncLLM:
         self.tokenizer = core.tokenizer
         self.model_config = core.model_config
         self.max_model_len = core.max_model_len
+        self.numerics = core.runner.numerics()  # for audit records: how the answers were computed
         self._validate_prompt = core.validate_prompt
         self._streams: dict[str, asyncio.Queue] = {}
         # ids whose stream already holds its last item (a finished output or an error)

@@ -15,7 +15,13 @@ from bastion.config import EngineConfig
 from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
 from bastion.model.cpu_decoder import CpuDecoder
-from bastion.model.quant_weights import block_path_max_tokens, set_activation_bits, set_max_tokens
+from bastion.model.quant_weights import (
+    KERNEL_TYPES,
+    block_path_max_tokens,
+    quantized_weights,
+    set_activation_bits,
+    set_max_tokens,
+)
 
 
 class ModelRunner:
@@ -42,6 +48,25 @@ class ModelRunner:
             set_max_tokens(self.model, max_tokens)
             self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=max_tokens,
                                                  threads=threads, activation_bits=config.activation_bits)
+
+    def numerics(self) -> str:
+        """How this runner computes, for audit records: device, dtype, kernel backends, and on the CPU
+        the GGUF block types, the steps they serve and the activation precision."""
+        backends = sorted(set(getattr(self.model, "ops_backends", {}).values())) or ["auto"]
+        parts = [f"{self.device.type} {str(self.model.dtype).removeprefix('torch.')}",
+                 f"kernel_backend {'/'.join(backends)}"]
+        weights = quantized_weights(self.model)
+        if weights:
+            names = {code: name for name, code in KERNEL_TYPES.items()}
+            types = sorted({names[part.ggml_type] for w in weights for part in w.parts})
+            bits = {w.activation_bits for w in weights}
+            parts.append(f"GGUF blocks {'+'.join(types)} for steps <= {weights[0].max_tokens} tokens, "
+                         f"activations {'int16' if bits == {16} else 'fp32'}")
+        if self.cpu_decoder is not None:
+            parts.append("one-call C++ decoder")
+        if self.graphs is not None:
+            parts.append("CUDA graphs")
+        return "; ".join(parts)
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
         t = torch.from_numpy(array)

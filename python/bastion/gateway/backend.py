@@ -68,6 +68,7 @@ class LocalBackend:
             name=str(getattr(config, "name", None) or "local"),
             version=getattr(config, "version", None),
             weights_sha256=getattr(config, "weights_sha256", None),
+            numerics=getattr(engine, "numerics", None),
         )
         self.max_context: int | None = getattr(engine, "max_model_len", None)
         self._health_interval_s = health_interval_s
