@@ -12,6 +12,10 @@ namespace bastion::cpu {
 
 namespace {
 
+// Widths of the query and of one of K/V in a layer's QKV row.
+int64_t q_size(const DecoderShape& s) { return static_cast<int64_t>(s.num_heads) * s.head_dim; }
+int64_t kv_size(const DecoderShape& s) { return static_cast<int64_t>(s.num_kv_heads) * s.head_dim; }
+
 void check_linear(const char* name, const QuantLinear& linear, int64_t rows, int64_t cols) {
   int64_t total = 0;
   bool parts_ok = linear.num_parts >= 1 && linear.num_parts <= QuantLinear::kMaxParts;
@@ -59,7 +63,7 @@ DecoderProgram::DecoderProgram(const DecoderShape& shape, const float* final_nor
 
 void DecoderProgram::add_layer(const DecoderLayerWeights& layer) {
   const DecoderShape& s = shape_;
-  const int64_t q = static_cast<int64_t>(s.num_heads) * s.head_dim, kv = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;
+  const int64_t q = q_size(s), kv = kv_size(s);
   check_linear("qkv", layer.qkv, q + 2 * kv, s.hidden);
   check_linear("o", layer.o, s.hidden, q);
   check_linear("gate_up", layer.gate_up, 2 * static_cast<int64_t>(s.intermediate), s.hidden);
@@ -74,7 +78,7 @@ void DecoderProgram::add_layer(const DecoderLayerWeights& layer) {
 
 int64_t DecoderProgram::scratch_floats(int64_t num_tokens) const {
   const DecoderShape& s = shape_;
-  const int64_t q = static_cast<int64_t>(s.num_heads) * s.head_dim, kv = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;
+  const int64_t q = q_size(s), kv = kv_size(s);
   // residual, normed x, qkv, attention output, gate/up, activation
   return num_tokens * (2 * s.hidden + (q + 2 * kv) + q + 3 * static_cast<int64_t>(s.intermediate));
 }
@@ -97,7 +101,7 @@ void DecoderProgram::project(const QuantLinear& linear, const float* x, float* y
 void DecoderProgram::attention(const DecoderLayerWeights& layer, const DecoderStep& step, float* qkv, float* out,
                                int num_threads) const {
   const DecoderShape& s = shape_;
-  const int64_t q = static_cast<int64_t>(s.num_heads) * s.head_dim, kv = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;
+  const int64_t q = q_size(s), kv = kv_size(s);
   const int64_t row = q + 2 * kv;
   rotate_neox(qkv, row, step.num_tokens, s.num_heads + s.num_kv_heads, s.head_dim, step.cos, step.sin, s.rotary_half);
   const int64_t slot = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;  // cache strides of a contiguous cache
@@ -117,7 +121,7 @@ void DecoderProgram::attention(const DecoderLayerWeights& layer, const DecoderSt
 void DecoderProgram::run(const DecoderStep& step, float* hidden, float* scratch, int num_threads) const {
   const DecoderShape& s = shape_;
   const int64_t t = step.num_tokens;
-  const int64_t q = static_cast<int64_t>(s.num_heads) * s.head_dim, kv = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;
+  const int64_t q = q_size(s), kv = kv_size(s);
   float* residual = scratch;
   float* x = residual + t * s.hidden;
   float* qkv = x + t * s.hidden;

@@ -50,15 +50,19 @@ def byte_level_vocab() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: int) -> np.ndarray:
-    """Random blocks of a type gguf-py cannot quantize to (the K-quants): random bytes with small fp16
-    scales (every other byte pattern is a valid block), ``[rows, bytes per row]`` uint8."""
-    scale_bytes = {gguf.GGMLQuantizationType.Q4_K: ((0, 2), (2, 4)), gguf.GGMLQuantizationType.Q6_K: ((208, 210),)}
+# byte ranges of each K-quant block's fp16 scales
+K_QUANT_SCALE_BYTES = {gguf.GGMLQuantizationType.Q4_K: ((0, 2), (2, 4)), gguf.GGMLQuantizationType.Q6_K: ((208, 210),)}
+
+
+def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: int,
+                  scales: tuple[float, float] = (1e-4, 1e-3)) -> np.ndarray:
+    """Random blocks of a type gguf-py cannot quantize to (the K-quants): random bytes with fp16 scales
+    drawn from ``scales`` (every other byte pattern is a valid block), ``[rows, bytes per row]`` uint8."""
     block_values, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, size=(rows * cols // block_values, block_bytes), dtype=np.uint8)
-    for lo, hi in scale_bytes[qtype]:
-        raw[:, lo:hi] = rng.uniform(1e-4, 1e-3, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
+    for lo, hi in K_QUANT_SCALE_BYTES[qtype]:
+        raw[:, lo:hi] = rng.uniform(*scales, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
     return raw.reshape(rows, -1)
 
 
@@ -103,7 +107,7 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
             array = llama_cpp_permute(array, cfg.num_key_value_heads)
         is_matrix = array.ndim == 2
         kind = (qtype_of(name) if qtype_of else qtype) if is_matrix else gguf.GGMLQuantizationType.F32
-        if kind in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K):
+        if kind in K_QUANT_SCALE_BYTES:
             data = random_blocks(kind, *array.shape, seed=len(name) * 7919 + array.size)
         else:
             data = gguf.quants.quantize(array, kind)

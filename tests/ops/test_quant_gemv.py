@@ -7,6 +7,9 @@ against the reference implementation, not against our reading of it.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,26 +18,19 @@ from bastion.ops import cpu_backend
 gguf = pytest.importorskip("gguf")
 from gguf.quants import dequantize, quantize  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # the GGUF test builders live there
+from gguf_builder import K_QUANT_SCALE_BYTES, random_blocks  # noqa: E402
+
 TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
-K_QUANTS = {"Q4_K": ((0, 2), (2, 4)), "Q6_K": ((208, 210),)}  # byte ranges of each block's fp16 scales
-
-
-def _random_k_quant_blocks(qtype: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Random super-blocks: every byte pattern is a valid K-quant block once its fp16 scales are sane."""
-    block_values, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
-    raw = rng.integers(0, 256, size=(n * k // block_values, block_bytes), dtype=np.uint8)
-    for lo, hi in K_QUANTS[qtype]:
-        raw[:, lo:hi] = rng.uniform(0.001, 0.02, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
-    return raw.reshape(n, -1)
 
 
 def _quantized(qtype: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(blocks uint8 [n, bytes], dequantized fp32 [n, k])`` of a random weight."""
     gtype = gguf.GGMLQuantizationType[qtype]
-    rng = np.random.default_rng(seed)
-    if qtype in K_QUANTS:
-        blocks = _random_k_quant_blocks(qtype, n, k, rng)
+    if gtype in K_QUANT_SCALE_BYTES:
+        blocks = random_blocks(gtype, n, k, seed, scales=(0.001, 0.02))
     else:
+        rng = np.random.default_rng(seed)
         blocks = np.ascontiguousarray(quantize(rng.standard_normal((n, k)).astype(np.float32), gtype))
     return torch.from_numpy(blocks), torch.from_numpy(dequantize(blocks, gtype).reshape(n, k).copy())
 
