@@ -166,8 +166,25 @@ void bastion_bindings::bind_cpu(py::module_& m) {
                           bits, ldy);
       },
       "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml types 2 Q4_0, 3 Q4_1, 6 Q5_0, "
-      "7 Q5_1, 8 Q8_0, 12 Q4_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
+      "7 Q5_1, 8 Q8_0, 10 Q2_K, 11 Q3_K, 12 Q4_K, 13 Q5_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
       "activation_bits 16 rounds x per 32 values to int16 first (integer dot products); 32 keeps fp32.");
+  sub.def(
+      "dequantize_rows",
+      [](std::uintptr_t w, int ggml_type, int64_t K, std::uintptr_t rows, int64_t first, int64_t num_rows,
+         std::uintptr_t out, int threads) {
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          ok = cpu::dequantize_rows(as_ptr<const uint8_t>(w), ggml_type, K, as_ptr<const int64_t>(rows), first,
+                                    num_rows, as_ptr<float>(out), threads);
+        }
+        if (!ok) {
+          throw std::invalid_argument("dequantize_rows: ggml type " + std::to_string(ggml_type) +
+                                      " is not read, or K=" + std::to_string(K) + " is not a multiple of its block");
+        }
+      },
+      "out[r] = fp32 row rows[r] (int64 pointer; 0 = rows first, first + 1, ...) of W [N, K] stored as ggml type "
+      "ggml_type (F32, F16, BF16 or a quant_matmul type).");
   sub.def(
       "attention_plan",
       [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> seq_lens,

@@ -1,7 +1,7 @@
-// GGUF weight blocks decoded 32 weights at a time for the GEMV of quant_gemv.cpp. Every format reads
-// as "32 small integers q and w = scale * q + offset" per 32 weights (Q6_K: one scale per 16), which
-// lets one integer dot-product kernel serve all of them. Private to quant_gemv.cpp: include it after
-// F16C is enabled there (the fp16 scales are converted with it).
+// GGUF weight blocks decoded 32 weights at a time for the kernels of quant_gemv.cpp. Every format reads
+// as "32 small integers q and w = scale * q + offset" per 32 weights (Q2_K, Q3_K and Q6_K: a scale and
+// an offset per 16), which lets one integer dot-product kernel serve all of them. Private to
+// quant_gemv.cpp: include it after F16C is enabled there (the fp16 scales are converted with it).
 #pragma once
 
 #include <immintrin.h>
@@ -13,18 +13,19 @@
 
 namespace bastion::cpu::blocks {
 
-// 32 weights: q as int16 (elements 0..15 in lo, 16..31 in hi); w = scale * q + offset, except that
-// with two scales (Q6_K) elements 16..31 use scale_hi and the offset is 0.
+// 32 weights: q as int16 (elements 0..15 in lo, 16..31 in hi); w = scale * q + offset for elements
+// 0..15 and scale_hi * q + offset_hi for 16..31 (the same pair unless the format has kTwoScales).
 struct SubBlock {
   __m256i lo, hi;
-  float scale, offset, scale_hi;
+  float scale, offset, scale_hi, offset_hi;
 };
 
 // The scales of every sub-block of one block, decoded once per block: a K-quant's 8 sub-blocks share
 // its fp16 scales and packed 6-bit ones (decoding them per sub-block cost ~40 % of the kernel).
+// One-scale formats fill scale/offset only; the driver copies them to the _hi pair.
 template <int kSubs>
 struct Scales {
-  float scale[kSubs], offset[kSubs], scale_hi[kSubs];
+  float scale[kSubs], offset[kSubs], scale_hi[kSubs], offset_hi[kSubs];
 };
 
 inline float half_to_float(const uint8_t* p) {
@@ -76,8 +77,20 @@ inline __m256i fifth_bits(const uint8_t* qh) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
 
+// The bits of `v` shifted right by `shift`, bytewise (the 16-bit shift's spill between bytes is masked).
+inline __m256i bits_at(__m256i v, int shift, int8_t mask) {
+  return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(mask));
+}
+
+// The 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (12 packed bytes at `sc`).
+inline void k_scale_min(const uint8_t* sc, int j, int& scale, int& min) {
+  scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+  min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+}
+
 // Format<T>: kSubs sub-blocks of 32 per block; scales() decodes a block's scales once, quants()
-// one sub-block's q into SubBlock::lo/hi.
+// one sub-block's q into SubBlock::lo/hi. kTwoScales: a scale (and offset) per 16 weights;
+// kOffsets: some offset is nonzero (the int16 kernel then needs the activations' sums).
 template <QuantType T>
 struct Format;
 
@@ -85,6 +98,7 @@ template <>
 struct Format<QuantType::kQ4_0> {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
     s.offset[0] = -8.0f * s.scale[0];
@@ -96,6 +110,7 @@ template <>
 struct Format<QuantType::kQ4_1> {  // fp16 d, fp16 m, 16 bytes of nibbles: w = d * q + m
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
   static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
   static void quants(const uint8_t* b, int, SubBlock& s) { split_nibbles16(b + 4, s); }
 };
@@ -104,6 +119,7 @@ template <>
 struct Format<QuantType::kQ5_0> {  // fp16 d, 32 high bits, 16 bytes of nibbles: w = d * (q - 16), q 5-bit
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
     s.offset[0] = -16.0f * s.scale[0];
@@ -117,6 +133,7 @@ template <>
 struct Format<QuantType::kQ5_1> {  // fp16 d, fp16 m, 32 high bits, 16 bytes of nibbles: w = d * q + m
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
   static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
   static void quants(const uint8_t* b, int, SubBlock& s) {
     widen32(_mm256_or_si256(nibbles32(b + 8), fifth_bits(b + 4)), 0, s);
@@ -127,6 +144,7 @@ template <>
 struct Format<QuantType::kQ8_0> {  // fp16 d, 32 int8: w = d * q
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = false;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
     s.offset[0] = 0.0f;
@@ -141,13 +159,13 @@ template <>
 struct Format<QuantType::kQ4_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles
   static constexpr int kSubs = 8;
   static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
   static void scales(const uint8_t* b, Scales<8>& s) {  // sub-block j: w = d * sc_j * q - dmin * m_j
     float d, dmin;
     two_halves_to_float(b, d, dmin);
-    const uint8_t* sc = b + 4;
     for (int j = 0; j < 8; ++j) {
-      const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
-      const int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+      int scale, min;
+      k_scale_min(b + 4, j, scale, min);
       s.scale[j] = d * static_cast<float>(scale);
       s.offset[j] = -dmin * static_cast<float>(min);
     }
@@ -162,12 +180,13 @@ template <>
 struct Format<QuantType::kQ6_K> {  // 256 weights: 128 bytes low nibbles, 64 of 2-bit highs, 16 int8 scales, fp16 d
   static constexpr int kSubs = 8;
   static constexpr bool kTwoScales = true;
+  static constexpr bool kOffsets = false;
   static void scales(const uint8_t* b, Scales<8>& s) {  // w = d * sc * (q - 32), a scale per 16 weights
     const float d = half_to_float(b + 208);
     for (int j = 0; j < 8; ++j) {
       s.scale[j] = d * static_cast<float>(static_cast<int8_t>(b[192 + 2 * j]));
       s.scale_hi[j] = d * static_cast<float>(static_cast<int8_t>(b[193 + 2 * j]));
-      s.offset[j] = 0.0f;
+      s.offset[j] = s.offset_hi[j] = 0.0f;
     }
   }
   static void quants(const uint8_t* b, int j, SubBlock& s) {
@@ -177,6 +196,64 @@ struct Format<QuantType::kQ6_K> {  // 256 weights: 128 bytes low nibbles, 64 of 
     const __m256i high = _mm256_and_si256(_mm256_srl_epi16(load32(b + 128 + 32 * half), _mm_cvtsi32_si128(2 * part)),
                                           _mm256_set1_epi8(0x03));
     widen32(_mm256_or_si256(nibbles, _mm256_slli_epi16(high, 4)), 32, s);
+  }
+};
+
+template <>
+struct Format<QuantType::kQ2_K> {  // 256 weights: 16 bytes of 4-bit scale|min, 64 of 2-bit q, fp16 d, fp16 dmin
+  static constexpr int kSubs = 8;
+  static constexpr bool kTwoScales = true;
+  static constexpr bool kOffsets = true;
+  static void scales(const uint8_t* b, Scales<8>& s) {  // 16 weights i: w = d * (sc_i & 15) * q - dmin * (sc_i >> 4)
+    float d, dmin;
+    two_halves_to_float(b + 80, d, dmin);
+    for (int j = 0; j < 8; ++j) {
+      s.scale[j] = d * static_cast<float>(b[2 * j] & 0x0F);
+      s.offset[j] = -dmin * static_cast<float>(b[2 * j] >> 4);
+      s.scale_hi[j] = d * static_cast<float>(b[2 * j + 1] & 0x0F);
+      s.offset_hi[j] = -dmin * static_cast<float>(b[2 * j + 1] >> 4);
+    }
+  }
+  static void quants(const uint8_t* b, int j, SubBlock& s) {  // sub-block j: bits 2(j%4) of 32 bytes
+    widen32(bits_at(load32(b + 16 + 32 * (j / 4)), 2 * (j % 4), 0x03), 0, s);
+  }
+};
+
+template <>
+struct Format<QuantType::kQ3_K> {  // 256 weights: 32 bytes of high bits, 64 of 2-bit q, 12 of 6-bit scales, fp16 d
+  static constexpr int kSubs = 8;
+  static constexpr bool kTwoScales = true;
+  static constexpr bool kOffsets = false;
+  static void scales(const uint8_t* b, Scales<8>& s) {  // 16 weights i: w = d * (sc_i - 32) * (q - 4 * !high bit)
+    const float d = half_to_float(b + 108);
+    const uint8_t* sc = b + 96;
+    for (int j = 0; j < 8; ++j) {
+      for (int h = 0; h < 2; ++h) {
+        const int i = 2 * j + h;
+        const int low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
+        const int high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
+        (h ? s.scale_hi : s.scale)[j] = d * static_cast<float>((low | (high << 4)) - 32);
+      }
+      s.offset[j] = s.offset_hi[j] = 0.0f;
+    }
+  }
+  static void quants(const uint8_t* b, int j, SubBlock& s) {  // q = low 2 bits | high bit << 2, minus 4
+    const __m256i low = bits_at(load32(b + 32 + 32 * (j / 4)), 2 * (j % 4), 0x03);
+    const __m256i high = bits_at(load32(b), j, 0x01);
+    widen32(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), 4, s);
+  }
+};
+
+template <>
+struct Format<QuantType::kQ5_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 32 of fifth bits, 128 of nibbles
+  static constexpr int kSubs = 8;
+  static constexpr bool kTwoScales = false;
+  static constexpr bool kOffsets = true;
+  static void scales(const uint8_t* b, Scales<8>& s) { Format<QuantType::kQ4_K>::scales(b, s); }
+  static void quants(const uint8_t* b, int j, SubBlock& s) {
+    const __m256i nibbles = bits_at(load32(b + 48 + 32 * (j / 2)), 4 * (j % 2), 0x0F);
+    const __m256i fifth = bits_at(load32(b + 16), j, 0x01);
+    widen32(_mm256_or_si256(nibbles, _mm256_slli_epi16(fifth, 4)), 0, s);
   }
 };
 

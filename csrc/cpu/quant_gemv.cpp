@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -46,13 +47,12 @@ inline __m256 dequant8(__m128i q16x8, float scale, float offset) {
                          _mm256_set1_ps(offset));
 }
 
-template <bool kTwoScales>
+template <typename F>
 inline void accumulate(const SubBlock& s, const float* const* xs, int rows, Acc* acc, int slot) {
-  const float scale_hi = kTwoScales ? s.scale_hi : s.scale;
   const __m256 w[4] = {dequant8(_mm256_castsi256_si128(s.lo), s.scale, s.offset),
                        dequant8(_mm256_extracti128_si256(s.lo, 1), s.scale, s.offset),
-                       dequant8(_mm256_castsi256_si128(s.hi), scale_hi, s.offset),
-                       dequant8(_mm256_extracti128_si256(s.hi, 1), scale_hi, s.offset)};
+                       dequant8(_mm256_castsi256_si128(s.hi), s.scale_hi, s.offset_hi),
+                       dequant8(_mm256_extracti128_si256(s.hi, 1), s.scale_hi, s.offset_hi)};
   for (int r = 0; r < rows; ++r) {
     for (int i = 0; i < 4; ++i) acc[r].v[slot] = _mm256_fmadd_ps(w[i], _mm256_loadu_ps(xs[r] + 8 * i), acc[r].v[slot]);
   }
@@ -60,7 +60,7 @@ inline void accumulate(const SubBlock& s, const float* const* xs, int rows, Acc*
 
 // ----- int16 activations: x rounded per block, integer dot products per block --------------------
 
-template <bool kTwoScales>
+template <typename F>
 inline void accumulate(const SubBlock& s, const Q16Block* const* xs, int rows, Acc* acc, int slot) {
   for (int r = 0; r < rows; ++r) {
     const auto* qx = reinterpret_cast<const __m256i*>(xs[r]->q);
@@ -68,14 +68,17 @@ inline void accumulate(const SubBlock& s, const Q16Block* const* xs, int rows, A
     const __m256i lo = _mm256_madd_epi16(s.lo, _mm256_loadu_si256(qx));
     const __m256i hi = _mm256_madd_epi16(s.hi, _mm256_loadu_si256(qx + 1));
     const float dx = xs[r]->d;
-    if constexpr (kTwoScales) {
+    if constexpr (F::kTwoScales) {
       acc[r].v[slot] = _mm256_fmadd_ps(_mm256_set1_ps(s.scale * dx), _mm256_cvtepi32_ps(lo), acc[r].v[slot]);
       acc[r].v[slot] = _mm256_fmadd_ps(_mm256_set1_ps(s.scale_hi * dx), _mm256_cvtepi32_ps(hi), acc[r].v[slot]);
+      if constexpr (F::kOffsets) {
+        acc[r].offsets[slot] += s.offset * xs[r]->sum_lo + s.offset_hi * (xs[r]->sum - xs[r]->sum_lo);
+      }
     } else {
       // w . x = scale dx (q . qx) + offset (dx sum qx)
       acc[r].v[slot] = _mm256_fmadd_ps(_mm256_set1_ps(s.scale * dx), _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)),
                                        acc[r].v[slot]);
-      acc[r].offsets[slot] += s.offset * xs[r]->sum;
+      if constexpr (F::kOffsets) acc[r].offsets[slot] += s.offset * xs[r]->sum;
     }
   }
 }
@@ -101,10 +104,11 @@ void row_tile(const X* const* xs, int rows, int64_t subs, const uint8_t* row, fl
       F::quants(block, j, sub);
       sub.scale = scales.scale[j];
       sub.offset = scales.offset[j];
-      sub.scale_hi = scales.scale_hi[j];
+      sub.scale_hi = F::kTwoScales ? scales.scale_hi[j] : sub.scale;
+      sub.offset_hi = F::kTwoScales ? scales.offset_hi[j] : sub.offset;
       const int64_t s = first + j;
       for (int m = 0; m < rows; ++m) cur[m] = std::is_same_v<X, float> ? xs[m] + s * kQuantBlock : xs[m] + s;
-      accumulate<F::kTwoScales>(sub, cur, rows, acc, static_cast<int>(s & 1));
+      accumulate<F>(sub, cur, rows, acc, static_cast<int>(s & 1));
     }
   }
   for (int m = 0; m < rows; ++m) {
@@ -145,9 +149,84 @@ void dispatch(const X* x, int64_t x_stride, const uint8_t* w, float* y, int64_t 
     case QuantType::kQ5_0: matmul<QuantType::kQ5_0>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ5_1: matmul<QuantType::kQ5_1>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ8_0: matmul<QuantType::kQ8_0>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
+    case QuantType::kQ2_K: matmul<QuantType::kQ2_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
+    case QuantType::kQ3_K: matmul<QuantType::kQ3_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ4_K: matmul<QuantType::kQ4_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
+    case QuantType::kQ5_K: matmul<QuantType::kQ5_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
     case QuantType::kQ6_K: matmul<QuantType::kQ6_K>(x, x_stride, w, y, ldy, M, N, K, num_threads); break;
   }
+}
+
+
+// ----- dequantized rows -------------------------------------------------------------------------
+
+template <QuantType T>
+void dequantize_row(const uint8_t* row, int64_t K, float* out) {
+  using F = Format<T>;
+  constexpr int kBytes = quant_block_bytes(T);
+  for (int64_t first = 0; first < K / kQuantBlock; first += F::kSubs) {
+    const uint8_t* block = row + first / F::kSubs * kBytes;
+    blocks::Scales<F::kSubs> scales;
+    F::scales(block, scales);
+    for (int j = 0; j < F::kSubs; ++j) {
+      SubBlock sub;
+      F::quants(block, j, sub);
+      const float scale_hi = F::kTwoScales ? scales.scale_hi[j] : scales.scale[j];
+      const float offset_hi = F::kTwoScales ? scales.offset_hi[j] : scales.offset[j];
+      float* y = out + (first + j) * kQuantBlock;
+      _mm256_storeu_ps(y, dequant8(_mm256_castsi256_si128(sub.lo), scales.scale[j], scales.offset[j]));
+      _mm256_storeu_ps(y + 8, dequant8(_mm256_extracti128_si256(sub.lo, 1), scales.scale[j], scales.offset[j]));
+      _mm256_storeu_ps(y + 16, dequant8(_mm256_castsi256_si128(sub.hi), scale_hi, offset_hi));
+      _mm256_storeu_ps(y + 24, dequant8(_mm256_extracti128_si256(sub.hi, 1), scale_hi, offset_hi));
+    }
+  }
+}
+
+void dequantize_f16_row(const uint8_t* row, int64_t K, float* out) {
+  const auto* h = reinterpret_cast<const __m128i*>(row);
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) _mm256_storeu_ps(out + k, _mm256_cvtph_ps(_mm_loadu_si128(h + k / 8)));
+  for (; k < K; ++k) out[k] = blocks::half_to_float(row + 2 * k);
+}
+
+void dequantize_bf16_row(const uint8_t* row, int64_t K, float* out) {
+  for (int64_t k = 0; k < K; ++k) {  // bf16 is the top half of an fp32
+    uint16_t bits;
+    std::memcpy(&bits, row + 2 * k, sizeof bits);
+    const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+    std::memcpy(out + k, &wide, sizeof wide);
+  }
+}
+
+using RowDecoder = void (*)(const uint8_t*, int64_t, float*);
+
+// The row decoder of a ggml type and the bytes of one row of K values; nullptr for a type not read.
+RowDecoder row_decoder(int ggml_type, int64_t K, int64_t& row_bytes) {
+  switch (ggml_type) {
+    case static_cast<int>(FloatType::kF32):
+      row_bytes = 4 * K;
+      return [](const uint8_t* row, int64_t k, float* out) { std::memcpy(out, row, sizeof(float) * k); };
+    case static_cast<int>(FloatType::kF16): row_bytes = 2 * K; return dequantize_f16_row;
+    case static_cast<int>(FloatType::kBF16): row_bytes = 2 * K; return dequantize_bf16_row;
+    default: break;
+  }
+  const auto type = static_cast<QuantType>(ggml_type);
+  const int values = quant_block_values(type);
+  if (values == 0 || K % values != 0) return nullptr;
+  row_bytes = K / values * quant_block_bytes(type);
+  switch (type) {
+    case QuantType::kQ4_0: return dequantize_row<QuantType::kQ4_0>;
+    case QuantType::kQ4_1: return dequantize_row<QuantType::kQ4_1>;
+    case QuantType::kQ5_0: return dequantize_row<QuantType::kQ5_0>;
+    case QuantType::kQ5_1: return dequantize_row<QuantType::kQ5_1>;
+    case QuantType::kQ8_0: return dequantize_row<QuantType::kQ8_0>;
+    case QuantType::kQ2_K: return dequantize_row<QuantType::kQ2_K>;
+    case QuantType::kQ3_K: return dequantize_row<QuantType::kQ3_K>;
+    case QuantType::kQ4_K: return dequantize_row<QuantType::kQ4_K>;
+    case QuantType::kQ5_K: return dequantize_row<QuantType::kQ5_K>;
+    case QuantType::kQ6_K: return dequantize_row<QuantType::kQ6_K>;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -162,19 +241,20 @@ void quantize_activations(const float* x, int64_t n, Q16Block* out) {
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     const float d = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))) / 32767.0f;
     const __m256 inv = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-    __m256i sum = _mm256_setzero_si256();
     __m256i q32[4];
     for (int i = 0; i < 4; ++i) {
       q32[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), inv),
                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      sum = _mm256_add_epi32(sum, q32[i]);
     }
+    const __m256i sum_lo = _mm256_add_epi32(q32[0], q32[1]);
+    const __m256i sum = _mm256_add_epi32(sum_lo, _mm256_add_epi32(q32[2], q32[3]));
     // packs work within 128-bit lanes, so elements come out lane-interleaved; the permutes undo it
     auto* dst = reinterpret_cast<__m256i*>(out[b].q);
     _mm256_storeu_si256(dst, _mm256_permute4x64_epi64(_mm256_packs_epi32(q32[0], q32[1]), 0xD8));
     _mm256_storeu_si256(dst + 1, _mm256_permute4x64_epi64(_mm256_packs_epi32(q32[2], q32[3]), 0xD8));
     out[b].d = d;
     out[b].sum = d * hsum(_mm256_cvtepi32_ps(sum));
+    out[b].sum_lo = d * hsum(_mm256_cvtepi32_ps(sum_lo));
   }
 }
 
@@ -191,6 +271,19 @@ void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t
   if (static_cast<int64_t>(acts.size()) < M * subs) acts.resize(static_cast<size_t>(M * subs));
   for (int64_t m = 0; m < M; ++m) quantize_activations(x + m * K, K, acts.data() + m * subs);
   dispatch<Q16Block>(acts.data(), subs, w, y, ldy, M, N, K, type, num_threads);
+}
+
+bool dequantize_rows(const uint8_t* w, int ggml_type, int64_t K, const int64_t* rows, int64_t first, int64_t num_rows,
+                     float* out, int num_threads) {
+  int64_t row_bytes = 0;
+  const RowDecoder decode = row_decoder(ggml_type, K, row_bytes);
+  if (decode == nullptr) return false;
+#pragma omp parallel for num_threads(std::max(1, num_threads)) schedule(static) if (num_rows * K >= (1 << 16))
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t source = rows != nullptr ? rows[r] : first + r;
+    decode(w + source * row_bytes, K, out + r * K);
+  }
+  return true;
 }
 
 }  // namespace bastion::cpu

@@ -18,9 +18,15 @@ enum class QuantType : int {
   kQ5_0 = 6,   // 32 weights: fp16 d, 32 fifth bits, 16 bytes of nibbles; w = d * (q - 16)
   kQ5_1 = 7,   // 32 weights: fp16 d, fp16 m, 32 fifth bits, 16 bytes of nibbles; w = d * q + m
   kQ8_0 = 8,   // 32 weights: fp16 d, 32 int8; w = d * q
+  kQ2_K = 10,  // 256 weights: 2-bit q, a 4-bit scale and min per 16
+  kQ3_K = 11,  // 256 weights: 3-bit q, a 6-bit scale per 16
   kQ4_K = 12,  // 256 weights: 8 sub-blocks of 32 with 6-bit scales and mins
+  kQ5_K = 13,  // 256 weights: Q4_K with a fifth bit
   kQ6_K = 14,  // 256 weights: 6-bit q, an int8 scale per 16
 };
+
+// Unquantized weight types dequantize_rows also reads (ggml's numbers).
+enum class FloatType : int { kF32 = 0, kF16 = 1, kBF16 = 30 };
 
 constexpr int kQuantBlock = 32;  // weights per sub-block: the unit of the kernel and of activation rounding
 
@@ -29,7 +35,8 @@ constexpr int quant_block_values(QuantType type) {
   switch (type) {
     case QuantType::kQ4_0: case QuantType::kQ4_1: case QuantType::kQ5_0: case QuantType::kQ5_1:
     case QuantType::kQ8_0: return 32;
-    case QuantType::kQ4_K: case QuantType::kQ6_K: return 256;
+    case QuantType::kQ2_K: case QuantType::kQ3_K: case QuantType::kQ4_K: case QuantType::kQ5_K:
+    case QuantType::kQ6_K: return 256;
   }
   return 0;
 }
@@ -42,7 +49,10 @@ constexpr int quant_block_bytes(QuantType type) {
     case QuantType::kQ5_0: return 22;
     case QuantType::kQ5_1: return 24;
     case QuantType::kQ8_0: return 34;
+    case QuantType::kQ2_K: return 84;
+    case QuantType::kQ3_K: return 110;
     case QuantType::kQ4_K: return 144;
+    case QuantType::kQ5_K: return 176;
     case QuantType::kQ6_K: return 210;
   }
   return 0;
@@ -51,10 +61,12 @@ constexpr int quant_block_bytes(QuantType type) {
 // Bits of the activations in quant_matmul: 32 = fp32 as given, 16 = rounded per block of 32.
 enum class ActivationBits : int { k32 = 32, k16 = 16 };
 
-// 32 activations as int16: x[j] ~= d * q[j], |q| <= 32767; sum = d * sum(q), for Q4_1's min term.
+// 32 activations as int16: x[j] ~= d * q[j], |q| <= 32767; sum = d * sum(q) for the offset terms
+// (Q4_1's min), sum_lo the same over q[0..15] (Q2_K has an offset per 16).
 struct Q16Block {
   float d;
   float sum;
+  float sum_lo;
   int16_t q[kQuantBlock];
 };
 
@@ -67,5 +79,11 @@ void quantize_activations(const float* x, int64_t n, Q16Block* out);
 // values (the caller checks). Output rows are split over `num_threads` OpenMP threads.
 void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t N, int64_t K, QuantType type,
                   int num_threads, ActivationBits bits, int64_t ldy = 0);
+
+// out[r, :] = dequantized row rows[r] (or row first + r when rows is null) of W [N, K], r < num_rows,
+// for any QuantType or FloatType number `ggml_type`: the embedding lookup of a quantized token table
+// and the panels of the large-M matmul. Returns false (and writes nothing) for a type it does not read.
+bool dequantize_rows(const uint8_t* w, int ggml_type, int64_t K, const int64_t* rows, int64_t first, int64_t num_rows,
+                     float* out, int num_threads);
 
 }  // namespace bastion::cpu
