@@ -194,12 +194,12 @@ void bastion_bindings::bind_core(py::module_& m) {
           py::arg("max_num_batched_tokens"), py::arg("max_model_len"), py::arg("enable_prefix_caching") = true,
           py::arg("policy") = "fcfs", py::arg("hash_seed") = 0, py::arg("long_prefill_token_threshold") = 0)
       .def("add_request", [](PyScheduler& s, int64_t req_id, const Int32In& prompt, int64_t priority,
-                             int64_t cache_salt, int64_t lora_id) {
+                             int64_t cache_salt) {
         require_1d("prompt_token_ids", prompt);
         std::lock_guard<std::mutex> lock(s.mutex);
-        s.core.add_request(req_id, prompt.data(), static_cast<int32_t>(prompt.size()), priority, cache_salt, lora_id);
+        s.core.add_request(req_id, prompt.data(), static_cast<int32_t>(prompt.size()), priority, cache_salt);
       }, py::arg("req_id"), py::arg("prompt_token_ids"), py::arg("priority") = 0, py::arg("cache_salt") = 0,
-         py::arg("lora_id") = 0, "Queue a request; ValueError on bad input.")
+         "Queue a request; ValueError on bad input.")
       .def("step", [](py::object self) {
         auto& s = self.cast<PyScheduler&>();
         const bc::StepOutput* out = nullptr;

@@ -42,7 +42,6 @@ BlockHash hash_block(BlockHash parent, const int32_t* tokens, int32_t n, const E
   }
   if (i < n) acc = fold(acc, static_cast<uint32_t>(tokens[i]) ^ kPrime3);
   acc = fold(acc, static_cast<uint64_t>(extra.cache_salt));
-  acc = fold(acc, static_cast<uint64_t>(extra.lora_id) ^ kPrime2);
   return avalanche(acc);
 }
 

@@ -3,8 +3,7 @@
 //   hash_0 = H(chain_seed(seed), tokens[0:B),  extra)
 //   hash_i = H(hash_{i-1},       tokens[iB:(i+1)B), extra)
 //
-// The extra key carries the cache salt (tenant isolation: two salts never share a block) and the
-// LoRA/model id. The seed is deterministic and configurable so hashes are stable across processes
+// The extra key carries the cache salt (tenant isolation: two salts never share a block). The seed is deterministic and configurable so hashes are stable across processes
 // (vLLM's random default surprises people who ship KV events or a shared cache).
 #pragma once
 
@@ -17,11 +16,8 @@ using BlockHash = uint64_t;
 // Everything besides the tokens and the parent that must match for two blocks to share KV.
 struct ExtraKey {
   int64_t cache_salt = 0;
-  int64_t lora_id = 0;
 
-  bool operator==(const ExtraKey& other) const {
-    return cache_salt == other.cache_salt && lora_id == other.lora_id;
-  }
+  bool operator==(const ExtraKey& other) const { return cache_salt == other.cache_salt; }
 };
 
 // The parent hash of the first block of every chain, derived from a user-visible seed.

@@ -14,7 +14,7 @@ struct Request {
   int64_t id = 0;
   int64_t priority = 0;      // lower is served first
   uint64_t arrival = 0;      // admission order, the tie-breaker of every policy
-  ExtraKey extra;            // cache salt + LoRA id: part of every block hash
+  ExtraKey extra;            // cache salt: part of every block hash
   RequestStatus status = RequestStatus::kWaiting;
 
   std::vector<int32_t> tokens;  // prompt followed by the sampled tokens

@@ -43,8 +43,7 @@ class Scheduler {
 
   // Queues a request. Throws std::invalid_argument on a duplicate id, an empty prompt, a negative
   // token id, or a prompt longer than the longest sequence the model and the pool can hold.
-  void add_request(int64_t id, const int32_t* prompt, int32_t prompt_len, int64_t priority, int64_t cache_salt,
-                   int64_t lora_id);
+  void add_request(int64_t id, const int32_t* prompt, int32_t prompt_len, int64_t priority, int64_t cache_salt);
 
   // Plans one step. The returned buffers stay valid until the next schedule().
   const StepOutput& schedule();

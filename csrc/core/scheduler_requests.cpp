@@ -14,7 +14,7 @@ const Request& Scheduler::get(int64_t id) const {
 }
 
 void Scheduler::add_request(int64_t id, const int32_t* prompt, int32_t prompt_len, int64_t priority,
-                            int64_t cache_salt, int64_t lora_id) {
+                            int64_t cache_salt) {
   const std::string who = "request " + std::to_string(id) + ": ";
   if (const auto it = requests_.find(id); it != requests_.end()) {
     throw std::invalid_argument(who + (it->second->status == RequestStatus::kFinished
@@ -39,7 +39,7 @@ void Scheduler::add_request(int64_t id, const int32_t* prompt, int32_t prompt_le
   req->id = id;
   req->priority = priority;
   req->arrival = next_arrival_++;
-  req->extra = ExtraKey{cache_salt, lora_id};
+  req->extra = ExtraKey{cache_salt};
   req->tokens.reserve(std::min(max_request_len_, prompt_len + 256));
   req->tokens.assign(prompt, prompt + prompt_len);
   req->num_prompt_tokens = prompt_len;

@@ -52,15 +52,6 @@ def test_different_cache_salt_never_shares_blocks() -> None:
     assert s.num_cached_tokens(3) == 12
 
 
-def test_different_lora_id_never_shares_blocks() -> None:
-    s = make_scheduler(block_size=4)
-    finished_prompt(s, 1, tokens(9), lora_id=5)
-    s.add_request(2, tokens(9), lora_id=6)
-    s.add_request(3, tokens(9), lora_id=5)
-    s.step()
-    assert (s.num_cached_tokens(2), s.num_cached_tokens(3)) == (0, 8)
-
-
 def test_divergent_token_stops_the_hit_at_that_block() -> None:
     s = make_scheduler(block_size=4)
     finished_prompt(s, 1, tokens(16))
