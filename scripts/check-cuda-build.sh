@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build bastion._core with BASTION_CUDA=ON (kernels/cuda/*.cu for sm_90a, static cudart) in its own
+# Build bastion._core with BASTION_CUDA=ON (csrc/cuda/*.cu for sm_90a, static cudart) in its own
 # build dir and check that the module imports on this GPU-less host without linking libcuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."

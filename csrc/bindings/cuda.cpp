@@ -1,4 +1,4 @@
-// Bindings of kernels/cuda.
+// Bindings of csrc/cuda.
 #include "bindings/bindings.h"
 
 #include <pybind11/numpy.h>
@@ -8,9 +8,9 @@
 namespace py = pybind11;
 #include <string>
 
-#include "../kernels/cuda/decode_plan.h"
+#include "cuda/decode_plan.h"
 #ifdef BASTION_WITH_CUDA
-#include "../kernels/cuda/bastion_cuda.h"
+#include "cuda/bastion_cuda.h"
 #endif
 
 namespace cuda_bind {
@@ -110,7 +110,7 @@ static void reshape_and_cache(uintptr_t key, uintptr_t value, uintptr_t k_cache,
 void bastion_bindings::bind_cuda(py::module_& m) {
   // with_cuda / cuda_device_count sit at top level for bastion.cuda_available(); the kernels live in
   // the `cuda` submodule, as the CPU kernels live in `cpu`.
-  py::module_ cuda = m.def_submodule("cuda", "CUDA kernels (kernels/cuda) on raw device pointers");
+  py::module_ cuda = m.def_submodule("cuda", "CUDA kernels (csrc/cuda) on raw device pointers");
   cuda.def("decode_plan", &cuda_bind::decode_plan, py::kw_only(), py::arg("num_seqs"), py::arg("num_heads"),
            py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("block_size"), py::arg("max_blocks_per_seq"),
            py::arg("sliding_window"), py::arg("num_sms"),

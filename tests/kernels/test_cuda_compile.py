@@ -1,4 +1,4 @@
-"""GPU-free check of the CUDA kernels: every kernels/cuda/*.cu compiles for sm_90a with warnings as
+"""GPU-free check of the CUDA kernels: every csrc/cuda/*.cu compiles for sm_90a with warnings as
 errors, and ptxas's resource report shows no register spills in the attention kernels.
 
 Needs only nvcc (no GPU, no CUDA build of bastion). Run with ``-s`` to see the register table.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-CUDA_DIR = Path(__file__).resolve().parents[2] / "kernels" / "cuda"
+CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
 SOURCES = sorted(CUDA_DIR.glob("*.cu"))
 ARCH = ["-gencode=arch=compute_90a,code=sm_90a"]
 # Device and host warnings are errors here (CMake keeps host warnings non-fatal across host compilers).

@@ -1,4 +1,4 @@
-"""Backend "cuda": the CUDA C++ kernels of kernels/cuda, called through raw device pointers.
+"""Backend "cuda": the CUDA C++ kernels of csrc/cuda, called through raw device pointers.
 
 It implements decode attention (exactly one query token per sequence) and the KV-cache write. For a
 prefill or mixed batch, or a shape the kernel lacks (head_dim other than 64/128), ``paged_attention``
