@@ -1,12 +1,12 @@
 """The audit record: one per request served (or refused) by the Gateway, whatever the outcome.
 
-Fields follow the research notes (RESILIENCE.md b8/b9): who asked (user, tenant), when (UTC start
-plus durations), which model produced the answer (name, version, weights hash), with which sampling
-parameters, which backends were tried and why each attempt ended, what the breakers and guardrails
-decided, and the scheduler facts only an in-process runtime has (queue time, TTFT, preemptions).
+Fields say who asked (user, tenant), when (UTC start plus durations), which model produced the
+answer (name, version, weights hash), with which sampling parameters, which backends were tried and
+why each attempt ended, what the breakers and guardrails decided, and the scheduler facts only an
+in-process runtime has (queue time, TTFT, preemptions).
 
 Prompt and output go in by policy: ``"hashed"`` (the default) stores the sha256 of the text plus a
-redacted copy (secrets, e-mails and card numbers removed); ``"full"`` stores the text as is.
+redacted copy (secrets and PII removed, see ``bastion.audit.redact``); ``"full"`` stores the text as is.
 
 ``seq``, ``prev_hash`` and ``hash`` are filled in by ``AuditLog`` when the record joins the chain.
 """

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from bastion.resilience.guardrails.base import BOTH_STAGES, Finding, SpanGuard
+from bastion.resilience.detectors import Finding
+from bastion.resilience.guardrails.base import BOTH_STAGES, SpanGuard
 
 
 class RegexGuard(SpanGuard):

@@ -1,6 +1,6 @@
-"""Guardrail vocabulary: findings, decisions, the ``Guardrail`` protocol and a base for span detectors.
+"""Guardrail vocabulary: decisions, the ``Guardrail`` protocol and a base for span detectors.
 
-A guard reports *findings* (what it saw, where) and its configured *action* decides what happens:
+A guard reports *findings* (``bastion.resilience.detectors.Finding``: what it saw, where) and its configured *action* decides what happens:
 ``block`` refuses the text, ``redact`` replaces each finding with ``[REDACTED:KIND]``, ``log`` lets the
 text through unchanged but records the decision. A guard with no finding always answers ``allow``.
 """
@@ -12,31 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from bastion.resilience.guardrails.normalize import detection_view
+from bastion.resilience.detectors import Finding, apply_redactions, find_in
 
 Action = Literal["allow", "block", "redact", "log"]
 Stage = Literal["input", "output"]
 CONFIGURABLE_ACTIONS = ("block", "redact", "log")
 BOTH_STAGES: frozenset[str] = frozenset({"input", "output"})
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One detection: ``kind`` (e.g. ``CARD``), the span ``[start, end)`` in the checked text, a detail.
-
-    ``replacement`` is what redaction puts in place of the span; None means ``[REDACTED:KIND]``.
-    """
-
-    kind: str
-    start: int
-    end: int
-    detail: str = ""
-    replacement: str | None = None
-
-    @property
-    def redacted_as(self) -> str:
-        """The text that replaces this finding's span when it is redacted."""
-        return placeholder(self.kind) if self.replacement is None else self.replacement
 
 
 @dataclass(frozen=True)
@@ -71,29 +52,6 @@ class Guardrail(Protocol):
     def check(self, text: str, stage: Stage) -> GuardDecision:
         """Inspect ``text`` at ``stage`` and return the decision."""
         ...
-
-
-def placeholder(kind: str) -> str:
-    """The text that replaces a redacted finding of ``kind``."""
-    return f"[REDACTED:{kind.upper()}]"
-
-
-def apply_redactions(text: str, findings: Iterable[Finding]) -> str:
-    """``text`` with every finding's span replaced by its ``redacted_as`` text. Overlapping spans merge
-    into one, replaced like the span that starts first (the longest one on a tie)."""
-    merged: list[list] = []  # [start, end, replacement]
-    for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
-        if merged and finding.start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], finding.end)
-        else:
-            merged.append([finding.start, finding.end, finding.redacted_as])
-    pieces, cursor = [], 0
-    for start, end, replacement in merged:
-        pieces.append(text[cursor:start])
-        pieces.append(replacement)
-        cursor = end
-    pieces.append(text[cursor:])
-    return "".join(pieces)
 
 
 def validate_action(action: str, allowed: Sequence[str] = CONFIGURABLE_ACTIONS) -> None:
@@ -134,12 +92,7 @@ class SpanGuard(ABC):
         """Run :meth:`find` and turn its findings into a decision with this guard's action."""
         if stage not in self.stages:
             return GuardDecision(self.name, stage, "allow", [], text)
-        if self.uses_detection_view:
-            view, origin = detection_view(text)
-            findings = [Finding(f.kind, origin[f.start], origin[f.end - 1] + 1, f.detail, f.replacement)
-                        for f in self.find(view) if f.end > f.start]
-        else:
-            findings = [f for f in self.find(text) if f.end > f.start]
+        findings = find_in(text, self.find, self.uses_detection_view)
         if not findings:
             return GuardDecision(self.name, stage, "allow", [], text)
         released = apply_redactions(text, findings) if self.action == "redact" else text

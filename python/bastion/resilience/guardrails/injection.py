@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from bastion.resilience.guardrails.base import Finding, SpanGuard
+from bastion.resilience.detectors import Finding
+from bastion.resilience.guardrails.base import SpanGuard
 
 _VERBS = r"(?:ignore|disregard|forget|override|bypass|skip)"
 _SCOPE = r"(?:all |any |the |your |my |these |those )*(?:previous|prior|above|earlier|preceding|former|initial|system)"

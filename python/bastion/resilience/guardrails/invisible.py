@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bastion.resilience.guardrails.base import BOTH_STAGES, Finding, SpanGuard
-from bastion.resilience.guardrails.normalize import TAG_RANGE, invisible_kind
+from bastion.resilience.detectors import Finding
+from bastion.resilience.detectors.normalize import TAG_RANGE, invisible_kind
+from bastion.resilience.guardrails.base import BOTH_STAGES, SpanGuard
 
 ALL_KINDS = frozenset({"UNICODE_TAG", "ZERO_WIDTH", "BIDI_CONTROL"})
 

@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bastion.resilience.guardrails.base import Finding, GuardDecision, Stage, validate_action
+from bastion.resilience.detectors import Finding
+from bastion.resilience.guardrails.base import GuardDecision, Stage, validate_action
 
 
 class JsonSchemaGuard:

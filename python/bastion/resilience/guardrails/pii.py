@@ -1,88 +1,11 @@
-"""PII guard with checksummed recognizers: payment cards (Luhn), IBANs (mod-97), emails, phone numbers.
-
-Checksums keep false positives down (Presidio's lesson: bare digit patterns flag order ids and log
-lines). Recognizers run in a fixed order and a later one never reports a span an earlier one already
-claimed, so a card number is not also reported as a phone number.
-"""
+"""PII guard over the shared recognizers (``bastion.resilience.detectors.pii``): cards, IBANs, e-mails, phones."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from bastion.resilience.guardrails.base import BOTH_STAGES, Finding, SpanGuard
-from bastion.resilience.guardrails.checksums import iban_valid, luhn_valid
-
-# Runs of digits joined by single spaces or hyphens; card numbers (13-19 digits) are searched inside.
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
-_GROUP = re.compile(r"\d+")
-# Country code, check digits, then groups of 4 (print form) or one run (electronic form).
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-# Optional +country, optional (area), then 2-4 digit groups joined by space, dot or hyphen.
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])")
-
-
-def _digits(text: str) -> str:
-    return "".join(c for c in text if c.isdigit())
-
-
-def find_cards(text: str) -> list[Finding]:
-    """Card numbers: 13-19 digits (spaces or hyphens allowed between groups) passing Luhn.
-
-    A run like ``2024-01-15 4111 1111 1111 1111`` is split into its digit groups and every sequence of
-    whole consecutive groups is tried, longest first, so a card sitting next to a date or an order number
-    is still found, while a window never cuts a group in half (that would flag random digit strings).
-    Numbers made of one repeated digit (``0000 0000 0000 0``) pass Luhn but are never cards.
-    """
-    findings = []
-    for run in _DIGIT_RUN.finditer(text):
-        groups = [(run.start() + g.start(), run.start() + g.end()) for g in _GROUP.finditer(run.group())]
-        first = 0
-        while first < len(groups):
-            best = None
-            for last in range(first, len(groups)):
-                digits = "".join(text[start:end] for start, end in groups[first:last + 1])
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and luhn_valid(digits) and len(set(digits)) > 1:
-                    best = last
-            if best is None:
-                first += 1
-                continue
-            findings.append(Finding("CARD", groups[first][0], groups[best][1], "luhn-valid card number"))
-            first = best + 1
-    return findings
-
-
-def find_ibans(text: str) -> list[Finding]:
-    """IBANs whose mod-97 remainder is 1."""
-    return [Finding("IBAN", m.start(), m.end(), f"IBAN ({m.group()[:2]})")
-            for m in _IBAN.finditer(text) if iban_valid(m.group().replace(" ", ""))]
-
-
-def find_emails(text: str) -> list[Finding]:
-    """Email addresses."""
-    return [Finding("EMAIL", m.start(), m.end(), "email address") for m in _EMAIL.finditer(text)]
-
-
-def find_phones(text: str) -> list[Finding]:
-    """Phone numbers: with a leading ``+``, 8-15 digits (E.164); without, 10-15 digits.
-
-    The higher bar without ``+`` keeps ISO dates (``2024-01-15``, 8 digits) and short codes out.
-    """
-    findings = []
-    for match in _PHONE.finditer(text):
-        digits = _digits(match.group())
-        low = 8 if match.group().startswith("+") else 10
-        if low <= len(digits) <= 15 and len(set(digits)) > 1:
-            findings.append(Finding("PHONE", match.start(), match.end(), f"phone number ({len(digits)} digits)"))
-    return findings
-
-
-RECOGNIZERS: dict[str, Callable[[str], list[Finding]]] = {
-    "CARD": find_cards, "IBAN": find_ibans, "EMAIL": find_emails, "PHONE": find_phones,
-}
+from bastion.resilience.detectors import PII_RECOGNIZERS, Finding, find_pii
+from bastion.resilience.guardrails.base import BOTH_STAGES, SpanGuard
 
 
 class PiiGuard(SpanGuard):
@@ -90,21 +13,16 @@ class PiiGuard(SpanGuard):
 
     name = "pii"
 
-    def __init__(self, entities: Iterable[str] = tuple(RECOGNIZERS), action: str = "redact",
+    def __init__(self, entities: Iterable[str] = tuple(PII_RECOGNIZERS), action: str = "redact",
                  stages: Iterable[str] = BOTH_STAGES, name: str | None = None) -> None:
         """Detect ``entities`` (recognized in the fixed order CARD, IBAN, EMAIL, PHONE)."""
         super().__init__(action, stages, name)
         wanted = set(entities)
-        unknown = wanted - set(RECOGNIZERS)
+        unknown = wanted - set(PII_RECOGNIZERS)
         if unknown or not wanted:
-            raise ValueError(f"entities: must be a non-empty subset of {list(RECOGNIZERS)}, got {sorted(wanted)}")
-        self.entities = [entity for entity in RECOGNIZERS if entity in wanted]
+            raise ValueError(f"entities: must be a non-empty subset of {list(PII_RECOGNIZERS)}, got {sorted(wanted)}")
+        self.entities = [entity for entity in PII_RECOGNIZERS if entity in wanted]
 
     def find(self, view: str) -> list[Finding]:
         """All non-overlapping findings, earlier recognizers winning."""
-        claimed: list[Finding] = []
-        for entity in self.entities:
-            for finding in RECOGNIZERS[entity](view):
-                if all(finding.end <= c.start or finding.start >= c.end for c in claimed):
-                    claimed.append(finding)
-        return sorted(claimed, key=lambda f: f.start)
+        return find_pii(view, self.entities)

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bastion.resilience.guardrails.base import Finding, GuardDecision, Guardrail, Stage, apply_redactions
+from bastion.resilience.detectors import Finding, apply_redactions
+from bastion.resilience.guardrails.base import GuardDecision, Guardrail, Stage
 from bastion.resilience.guardrails.injection import PromptInjectionGuard
 from bastion.resilience.guardrails.invisible import InvisibleTextGuard
 from bastion.resilience.guardrails.pii import PiiGuard

@@ -9,13 +9,13 @@ the local cache (set ``HF_HUB_OFFLINE=1`` to make a missing model an error inste
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
-from bastion.resilience.guardrails.base import BOTH_STAGES, Finding, SpanGuard, validate_action
+from bastion.resilience.detectors import Detector, Finding
+from bastion.resilience.guardrails.base import BOTH_STAGES, SpanGuard, validate_action
 
-Detector = Callable[[str], Iterable[Finding]]
 PRESIDIO_PATTERN_RECOGNIZERS = ("CreditCardRecognizer", "IbanRecognizer", "EmailRecognizer", "IpRecognizer")
 
 

@@ -12,7 +12,8 @@ free its KV blocks at once instead of generating text nobody will see.
 from __future__ import annotations
 
 from bastion.errors import GuardrailViolation
-from bastion.resilience.guardrails.base import Finding, GuardDecision, apply_redactions
+from bastion.resilience.detectors import Finding, apply_redactions
+from bastion.resilience.guardrails.base import GuardDecision
 from bastion.resilience.guardrails.pipeline import GuardrailPipeline, PipelineResult
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from bastion.resilience.guardrails.base import BOTH_STAGES, Finding, GuardDecision, Stage, validate_action
+from bastion.resilience.detectors import Finding
+from bastion.resilience.guardrails.base import BOTH_STAGES, GuardDecision, Stage, validate_action
 
 
 class TokenLimitGuard:

@@ -1,4 +1,4 @@
-"""Text normalization shared by all guards: invisible-character classes and the NFKC detection view."""
+"""Text normalization shared by every detector: invisible-character classes and the NFKC detection view."""
 
 from __future__ import annotations
 
