@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bastion.resilience.breaker_config import BreakerConfig
+from bastion.resilience.breaker import BreakerConfig
 
 
 class FakeClock:

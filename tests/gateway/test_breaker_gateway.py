@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from bastion.gateway import BackendHealth, BackendUnavailable, Gateway, RetryPolicy
-from bastion.resilience.breaker_config import BreakerConfig, HealthPolicy
-from bastion.resilience.breaker_types import BreakerState
+from bastion.resilience.breaker import BreakerConfig, BreakerState, HealthPolicy
 from bastion.sampling import SamplingParams
 from fault_backends import SCRIPT, ScriptedBackend
 from gateway_helpers import QUICK_BREAKER, read_records

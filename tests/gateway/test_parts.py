@@ -9,7 +9,7 @@ from bastion.audit import verify
 from bastion.errors import GuardrailViolation
 from bastion.gateway import Gateway, RetryPolicy, Telemetry, Timeouts
 from bastion.gateway.guarding import OutputGate, output_guard_factory
-from bastion.gateway.sse import iter_sse_data
+from bastion.gateway.openai_backend import iter_sse_data
 from bastion.resilience.guardrails import BannedSubstringsGuard, GuardrailPipeline
 from fault_backends import ScriptedBackend
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from bastion.errors import BastionError, GuardrailViolation, Overloaded, RateLimited
-from bastion.resilience.breaker_types import CallNotPermitted
+from bastion.resilience.breaker import CallNotPermitted
 
 
 class BackendError(BastionError):

@@ -30,8 +30,7 @@ from bastion.gateway.routing import Router
 from bastion.gateway.telemetry import Telemetry, breaker_state_name
 from bastion.gateway.trace import attempt_outcome
 from bastion.gateway.types import GatewayDelta
-from bastion.resilience.breaker import CircuitBreaker
-from bastion.resilience.breaker_types import CallNotPermitted
+from bastion.resilience.breaker import CallNotPermitted, CircuitBreaker
 
 
 class Failover:

@@ -41,8 +41,7 @@ from bastion.gateway.shadow import ShadowRunner
 from bastion.gateway.telemetry import Telemetry, breaker_state_name
 from bastion.gateway.trace import RequestTrace
 from bastion.gateway.types import GatewayDelta, GatewayResult
-from bastion.resilience.breaker import CircuitBreaker
-from bastion.resilience.breaker_config import BreakerConfig
+from bastion.resilience.breaker import BreakerConfig, CircuitBreaker
 from bastion.resilience.ratelimit import ReservationTooLarge
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from bastion.gateway.errors import (
     UpstreamRateLimited,
     UpstreamServerError,
 )
-from bastion.gateway.sse import iter_sse_data
 from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
 
 # SamplingParams fields forwarded as-is under the same OpenAI name (others have no OpenAI equivalent).
@@ -44,6 +43,29 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield each server-sent event's data (multi-line data joined with newlines), per the SSE format.
+
+    Comment lines (``:...``) and other fields (``event:``, ``id:``, ``retry:``) are skipped; an
+    event ends at a blank line, and a final event without its blank line is still delivered.
+    """
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
 
 
 def _status_error(status: int, body: str, response: httpx.Response) -> BackendError:

@@ -16,15 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from bastion.resilience.breaker_config import BreakerConfig, HealthPolicy
-from bastion.resilience.breaker_permit import BreakerGuard, Permit, PermitOutcome
-from bastion.resilience.breaker_types import BreakerMetrics, BreakerState, CallNotPermitted, StateTransition
-from bastion.resilience.breaker_window import CountWindow, Outcome, TimeWindow, WindowSnapshot, make_window
-
-__all__ = [
-    "BreakerConfig", "BreakerGuard", "BreakerMetrics", "BreakerState", "CallNotPermitted", "CircuitBreaker",
-    "HealthPolicy", "Permit", "StateTransition",
-]
+from bastion.resilience.breaker.config import BreakerConfig
+from bastion.resilience.breaker.permit import BreakerGuard, Permit, PermitOutcome
+from bastion.resilience.breaker.state import BreakerMetrics, BreakerState, CallNotPermitted, StateTransition
+from bastion.resilience.breaker.window import CountWindow, Outcome, TimeWindow, WindowSnapshot, make_window
 
 _log = logging.getLogger(__name__)
 Listener = Callable[[StateTransition], None]
