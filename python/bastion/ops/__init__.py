@@ -18,6 +18,7 @@ from bastion.ops.validation import (
     check_reshape_and_cache,
     check_rms_norm,
     check_rotary_embedding,
+    check_sample,
     check_silu_and_mul,
 )
 
@@ -114,4 +115,5 @@ def sample(
 
     Parameters are scalars or per-row tensors; temperature 0 rows are greedy; ``generators[i]`` seeds row i.
     """
+    check_sample(logits, temperature, top_k, top_p, min_p, generators)
     return resolve("sample", backend, logits)(logits, temperature, top_k, top_p, min_p, generators)

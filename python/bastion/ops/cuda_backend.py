@@ -21,6 +21,7 @@ import torch
 from bastion import _core
 from bastion.ops.cuda_archs import runs_on
 from bastion.ops.dispatch import Unsupported
+from bastion.ops.gpu import sm_count
 
 # paged_attention serves decode batches only, reshape_and_cache rows of whole 16-byte vectors only;
 # "auto" passes anything else to the next backend
@@ -47,11 +48,6 @@ def supports(op: str, dtype: torch.dtype) -> bool:
     if op == "paged_attention":
         return dtype in _ATTENTION_DTYPES
     return op == "reshape_and_cache" and dtype in _CACHE_DTYPES
-
-
-@functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +130,7 @@ def paged_attention(
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     window = sliding_window or 0
     on_cuda = device.type == "cuda"
-    num_sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if on_cuda else 1
+    num_sms = sm_count(device) if on_cuda else 1
     try:  # the kernel's own shape check (head_dim 64/128, num_seqs <= 65535, ...), before anything is allocated
         plan = _decode_plan(num_seqs, num_heads, num_kv_heads, head_dim, block_size, block_table.shape[1], window,
                             num_sms)

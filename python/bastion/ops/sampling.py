@@ -34,14 +34,10 @@ GREEDY_TEMPERATURE = 1e-5
 Param = float | int | torch.Tensor
 
 
-def _as_row_tensor(value: Param, name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A per-row parameter as a ``[n]`` tensor; scalars are broadcast."""
+def _as_row_tensor(value: Param, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A per-row parameter (a scalar or a ``[]``/``[n]`` tensor, as validated) as a ``[n]`` tensor."""
     if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
-            return value.to(device=device, dtype=dtype).expand(n)
-        if value.shape != (n,):
-            raise ValueError(f"{name} must be a scalar or a tensor of shape [{n}], got {tuple(value.shape)}")
-        return value.to(device=device, dtype=dtype)
+        return value.to(device=device, dtype=dtype).expand(n)
     return torch.full((n,), value, dtype=dtype, device=device)
 
 
@@ -50,6 +46,24 @@ def _check_range(t: torch.Tensor, name: str, low: float, high: float, low_open: 
     if bool((below | (t > high)).any()):
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {t.tolist()}")
+
+
+def row_parameters(
+    logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(temperature, top_k, top_p, min_p)`` as ``[N]`` tensors on ``logits``' device (top_k int64, the rest
+    ``dtype``), shared by every sampling backend; shapes as ``check_sample`` validated them. Raises
+    ValueError for a value out of its range."""
+    n, device = logits.shape[0], logits.device
+    temp = _as_row_tensor(temperature, n, dtype, device)
+    top_k_t = _as_row_tensor(top_k, n, torch.int64, device)
+    top_p_t = _as_row_tensor(top_p, n, dtype, device)
+    min_p_t = _as_row_tensor(min_p, n, dtype, device)
+    _check_range(top_p_t, "top_p", 0.0, 1.0, low_open=True)
+    _check_range(min_p_t, "min_p", 0.0, 1.0)
+    if bool((temp < 0).any()):
+        raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
+    return temp, top_k_t, top_p_t, min_p_t
 
 
 def _scan_sorted(sorted_vals: torch.Tensor, floor: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,12 +140,13 @@ def keep_threshold(
     return threshold
 
 
-def _uniforms(n: int, device: torch.device, generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
-    """``n`` float64 uniforms in [0, 1); row i's comes from ``generators[i]`` when it is set."""
+def uniforms(n: int, device: torch.device, generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
+    """``n`` float64 uniforms in [0, 1); row i's comes from ``generators[i]`` (``n`` entries) when it is set.
+
+    Every sampling backend draws its rows from these, so a seeded row picks the same token on all of them.
+    """
     if generators is None:
         return torch.rand(n, dtype=torch.float64, device=device)
-    if len(generators) != n:
-        raise ValueError(f"generators has {len(generators)} entries for {n} rows")
     draws = [
         torch.rand(1, dtype=torch.float64, device=device, generator=g) if g is not None else None for g in generators
     ]
@@ -165,19 +180,11 @@ def sample(
     Parameters are scalars or per-row tensors: ``temperature`` >= 0 (0 = greedy), ``top_k`` (<= 0 or
     >= V disables it), ``top_p`` in (0, 1] (1 disables), ``min_p`` in [0, 1] (0 disables).
     ``generators[i]`` (optional, None entries allowed) makes row i's draw reproducible on its own.
+    Shapes are checked by the op layer (``bastion.ops.validation.check_sample``), value ranges here.
     """
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be [num_rows, vocab], got shape {tuple(logits.shape)}")
     n, device = logits.shape[0], logits.device
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    temp = _as_row_tensor(temperature, "temperature", n, dtype, device)
-    top_k_t = _as_row_tensor(top_k, "top_k", n, torch.int64, device)
-    top_p_t = _as_row_tensor(top_p, "top_p", n, dtype, device)
-    min_p_t = _as_row_tensor(min_p, "min_p", n, dtype, device)
-    _check_range(top_p_t, "top_p", 0.0, 1.0, low_open=True)
-    _check_range(min_p_t, "min_p", 0.0, 1.0)
-    if bool((temp < 0).any()):
-        raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
+    temp, top_k_t, top_p_t, min_p_t = row_parameters(logits, temperature, top_k, top_p, min_p, dtype)
     greedy_rows = temp < GREEDY_TEMPERATURE
     any_greedy = bool(greedy_rows.any())
     if any_greedy and bool(greedy_rows.all()):
@@ -187,5 +194,5 @@ def sample(
     threshold = keep_threshold(probs, top_k_t, top_p_t, min_p_t)
     if threshold is not None:
         probs = probs.masked_fill_(probs < threshold[:, None], 0.0)
-    drawn = _inverse_transform(probs, _uniforms(n, device, generators))
+    drawn = _inverse_transform(probs, uniforms(n, device, generators))
     return torch.where(greedy_rows, logits.argmax(-1), drawn) if any_greedy else drawn

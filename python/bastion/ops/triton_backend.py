@@ -4,23 +4,24 @@ Shape checks are the op layer's (``bastion.ops.validation``, repeated here so di
 this module adds what the Triton kernels need on top: one float dtype shared by q and the caches
 (fp16, bf16 or fp32), a contiguous last dim, every tensor on one device, head dims up to
 ``MAX_HEAD_SIZE``. The attention plan (tile shapes, grid, KV split count) is made here from tensor
-sizes and the device's SM count, read from torch once per device, never from the Triton driver.
+sizes and the device's SM count (``bastion.ops.gpu.sm_count``), never from the Triton driver.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
 
 from bastion import kernels
-from bastion.ops.sampling import Param, _as_row_tensor, _check_range, _uniforms
+from bastion.ops.gpu import sm_count
+from bastion.ops.sampling import Param, row_parameters, uniforms
 from bastion.ops.validation import (
     check_paged_attention,
     check_reshape_and_cache,
     check_rms_norm,
     check_rotary_embedding,
+    check_sample,
     check_silu_and_mul,
 )
 
@@ -56,14 +57,6 @@ def _require_layout(**tensors: torch.Tensor | None) -> None:
             raise ValueError(f"{name} needs a contiguous last dim (stride {t.stride(-1)}); call .contiguous()")
 
 
-@functools.cache
-def _num_sms(device: torch.device) -> int:
-    """SM count of a CUDA device (for the split planner); the H100 default elsewhere (interpreter)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return kernels.DEFAULT_NUM_SMS
-
-
 def paged_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -91,7 +84,8 @@ def paged_attention(
         return torch.zeros_like(q) if out is None else out
     # Host-resident lengths give the exact longest context for free; on a GPU we never sync for it.
     host_max = int(seq_lens.max()) if seq_lens.device.type == "cpu" else None
-    plan = kernels.make_plan(q, k_cache, block_table, _num_sms(q.device), max_context_len=host_max)
+    num_sms = sm_count(q.device) if q.device.type == "cuda" else kernels.DEFAULT_NUM_SMS  # interpreter: H100's
+    plan = kernels.make_plan(q, k_cache, block_table, num_sms, max_context_len=host_max)
     return kernels.paged_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=scale,
                                    sliding_window=sliding_window, out=out, plan=plan)
 
@@ -145,20 +139,11 @@ def sample(
     generators: Sequence[torch.Generator | None] | None = None,
 ) -> torch.Tensor:
     """Sampling on Triton (contract: ``bastion.ops.sample``; same parameter ranges, filter order and uniforms)."""
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be [num_rows, vocab], got shape {tuple(logits.shape)}")
+    check_sample(logits, temperature, top_k, top_p, min_p, generators)
     _require_float("logits", logits)
     _require_layout(logits=logits)
-    n, device = logits.shape[0], logits.device
-    temp = _as_row_tensor(temperature, "temperature", n, torch.float32, device)
-    top_p_t = _as_row_tensor(top_p, "top_p", n, torch.float32, device)
-    min_p_t = _as_row_tensor(min_p, "min_p", n, torch.float32, device)
-    top_k_t = _as_row_tensor(top_k, "top_k", n, torch.int64, device)
-    _check_range(top_p_t, "top_p", 0.0, 1.0, low_open=True)
-    _check_range(min_p_t, "min_p", 0.0, 1.0)
-    if bool((temp < 0).any()):
-        raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
+    temp, top_k_t, top_p_t, min_p_t = row_parameters(logits, temperature, top_k, top_p, min_p, torch.float32)
     top_k_t = top_k_t.clamp(max=logits.shape[1]).to(torch.int32)  # >= V disables top-k, as does <= 0
     # The torch backend's uniforms (same generator use): a seeded row draws the same token on both.
-    uniforms = _uniforms(n, device, generators).to(torch.float32)
-    return kernels.sample(logits, temp, top_k_t, top_p_t, min_p_t, uniforms=uniforms)
+    draws = uniforms(logits.shape[0], logits.device, generators).to(torch.float32)
+    return kernels.sample(logits, temp, top_k_t, top_p_t, min_p_t, uniforms=draws)

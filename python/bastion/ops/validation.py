@@ -6,6 +6,8 @@ synchronise a GPU. Each failure raises ValueError naming the argument and what w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -117,3 +119,26 @@ def check_silu_and_mul(x: torch.Tensor) -> None:
     """Validate the argument of ``silu_and_mul``."""
     if x.dim() < 1 or x.shape[-1] % 2:
         _fail(f"x's last dim must be even (gate and up halves), got shape {tuple(x.shape)}")
+
+
+def check_sample(
+    logits: torch.Tensor,
+    temperature: float | torch.Tensor,
+    top_k: int | torch.Tensor,
+    top_p: float | torch.Tensor,
+    min_p: float | torch.Tensor,
+    generators: Sequence[torch.Generator | None] | None,
+) -> None:
+    """Validate the arguments of ``sample``: 2-D float logits, per-row parameters and generators that fit them.
+
+    Value ranges (top_p in (0, 1], ...) need the parameters' values, so the backends check them when they
+    read them (``bastion.ops.sampling.row_parameters``).
+    """
+    _need_dim("logits", logits, 2, "[num_rows, vocab]")
+    _need_dtype("logits", logits, _FLOAT_DTYPES)
+    n = logits.shape[0]
+    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("min_p", min_p)):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != (n,):
+            _fail(f"{name} must be a scalar or a tensor of shape [{n}], got {tuple(value.shape)}")
+    if generators is not None and len(generators) != n:
+        _fail(f"generators has {len(generators)} entries for {n} rows")
