@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bastion.config import EngineConfig
 from bastion.errors import (
     BastionError,
     EngineDead,
     GuardrailViolation,
     ModelLoadError,
     Overloaded,
+    PromptTooLong,
     RateLimited,
 )
 
@@ -22,9 +22,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
+    "EngineConfig": "bastion.config",  # its choices come from the ops and model code: it pulls in torch
     "LLM": "bastion.engine.llm",
     "AsyncLLM": "bastion.engine.async_llm",
-    "Deadlines": "bastion.engine.engine_thread",
+    "Deadlines": "bastion.engine.request",
     "SamplingParams": "bastion.sampling.params",
     "RequestOutput": "bastion.engine.outputs",
     "RequestMetrics": "bastion.engine.outputs",
@@ -36,7 +37,7 @@ _LAZY = {
 
 __all__ = [
     "BastionError", "EngineConfig", "EngineDead", "GuardrailViolation", "ModelLoadError", "Overloaded",
-    "RateLimited", "cuda_available", *_LAZY,
+    "PromptTooLong", "RateLimited", "cuda_available", *_LAZY,
 ]
 
 

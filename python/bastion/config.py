@@ -15,6 +15,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# the choices of quantize_weights and kernel_backend come from the code that implements them
+from bastion.model.quantize_on_load import QUANTIZE_TYPES
+from bastion.ops.dispatch import BACKENDS
+
 
 class EngineConfig(BaseSettings):
     """Every setting of the engine. See the README for what each one trades."""
@@ -25,12 +29,18 @@ class EngineConfig(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = Field(0, ge=0, description="default sampling seed of the engine")
-    quantize_weights: Literal["none", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"] = Field(
+    quantize_weights: Literal[("none", *QUANTIZE_TYPES)] = Field(
         "none", description="CPU fp32: also round weights the model file stores unquantized (HF directories, "
                             "F16/BF16/F32 GGUFs) to these GGUF blocks, so small steps run on the block path")
     activation_bits: Literal[16, 32] = Field(
-        16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
-                        "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")
+        16, description="CPU linears on GGUF blocks: small steps round activations to int16 per 32 values (GEMVs "
+                        "1.3x faster, ~2e-5 relative error per matmul) and, where the CPU multiplies bf16 natively, "
+                        "big steps run the GEMM in bf16 (5x faster, ~3e-3); 32 keeps the exact fp32 math")
+    dequantize_weights: bool = Field(
+        False, description="dequantize a GGUF's quantized weights to dtype at load (exact dequantized math, 4 bytes "
+                           "per weight); by default the CPU runs every linear on the file's own blocks")
+    kv_cache_dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
+        "auto", description="KV cache precision (vLLM's knob): auto = fp16 on the CPU, the model dtype on a GPU")
 
     block_size: int = Field(16, ge=1, le=256, description="tokens per KV block")
     num_kv_blocks: int | None = Field(None, ge=2, description="KV blocks; None = from kv_cache_memory_mb")
@@ -46,7 +56,7 @@ class EngineConfig(BaseSettings):
     max_queued_requests: int | None = Field(None, ge=1, description="admission bound; past it: Overloaded")
     max_queued_tokens: int | None = Field(None, ge=1, description="bound on queued prompt tokens")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch and kernels; None = all cores")
-    kernel_backend: Literal["auto", "torch", "cpu", "triton", "cuda"] = Field(
+    kernel_backend: Literal[("auto", *BACKENDS)] = Field(
         "auto", description="backend of every bastion.ops call the model and sampler make; "
         "\"auto\" = fastest for the device; ops the backend lacks go where \"auto\" sends them")
     enforce_eager: bool = Field(False, description="run module by module: no CUDA graphs on a GPU, no one-call "

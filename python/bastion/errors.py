@@ -30,6 +30,14 @@ class GuardrailViolation(BastionError):
         self.decisions = decisions or []
 
 
+class PromptTooLong(BastionError, ValueError):
+    """The prompt does not fit the engine's context window (``max_model_len``).
+
+    A ValueError like every other bad input; its own type lets the Gateway fall back to a backend
+    with a larger window instead of failing the request.
+    """
+
+
 class ModelLoadError(BastionError):
     """The model file is missing, corrupt or of an unsupported architecture."""
 

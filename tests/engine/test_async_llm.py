@@ -8,7 +8,7 @@ import random
 import bastion
 import pytest
 from bastion import SamplingParams
-from bastion.engine.engine_thread import Deadlines
+from bastion.engine.request import Deadlines
 
 pytestmark = pytest.mark.timeout(600)
 

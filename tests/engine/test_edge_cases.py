@@ -8,7 +8,7 @@ import bastion
 import pytest
 from bastion import SamplingParams
 from bastion.__main__ import main as cli_main
-from bastion.engine.engine_thread import Deadlines
+from bastion.engine.request import Deadlines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +143,8 @@ def test_random_add_abort_step_ends_each_request_once_and_frees_the_pool(tiny_ll
                 params[rid] = SamplingParams(
                     max_tokens=max_tokens, temperature=0.8, seed=seed, output_kind=kind, stop=stop,
                     min_tokens=min(min_tokens, max_tokens), ignore_eos=ignore_eos, logprobs=logprobs)
-                core.add_request(rid, [(7 * i + seed) % 1000 + 10 for i in range(n)], params[rid])
+                core.add_request(tiny_llm.processor.process_inputs(
+                    rid, [(7 * i + seed) % 1000 + 10 for i in range(n)], params[rid]))
             elif op[0] == "abort":
                 if params:
                     core.abort(list(params)[op[1] % len(params)])

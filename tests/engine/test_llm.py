@@ -120,8 +120,8 @@ def test_fault_in_one_request_fails_only_it(llm: bastion.LLM, alone: list[list[i
     """A tokenizer fault while detokenizing one request marks it "error" and frees its blocks."""
     engine = llm.engine
     good = SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True)
-    engine.add_request("good", llm.tokenizer.encode(PROMPTS[1]), good)
-    engine.add_request("bad", llm.tokenizer.encode(PROMPTS[2]), good)
+    engine.add_request(llm.processor.process_inputs("good", llm.tokenizer.encode(PROMPTS[1]), good))
+    engine.add_request(llm.processor.process_inputs("bad", llm.tokenizer.encode(PROMPTS[2]), good))
 
     def broken_process(token_id: int) -> object:
         raise RuntimeError("injected detokenizer fault")

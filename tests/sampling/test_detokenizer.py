@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from bastion.sampling.detokenizer import PROMPT_CONTEXT_TOKENS, REPLACEMENT_CHAR, IncrementalDetokenizer
+from bastion.engine.output_processor import PROMPT_CONTEXT_TOKENS, REPLACEMENT_CHAR, IncrementalDetokenizer
 
 TEXTS = [
     "Hello world, this is plain ASCII.",

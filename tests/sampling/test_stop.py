@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bastion.sampling.detokenizer import IncrementalDetokenizer
+from bastion.engine.output_processor import IncrementalDetokenizer, StopChecker, StopDecision
 from bastion.sampling.params import SamplingParams
-from bastion.sampling.stop import StopChecker, StopDecision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bastion.config import EngineConfig
 from bastion.engine.engine_core import EngineCore
-from bastion.engine.engine_thread import AbortCommand, AddCommand, Deadlines, EngineThread
+from bastion.engine.engine_thread import AbortCommand, EngineThread
+from bastion.engine.input_processor import InputProcessor, PromptType
 from bastion.engine.jobs import JobManager, JobState
 from bastion.engine.metrics import EngineMetrics
 from bastion.engine.outputs import RequestOutput
+from bastion.engine.request import Deadlines, EngineCoreRequest
 from bastion.errors import EngineDead, Overloaded
 from bastion.sampling import SamplingParams
 
@@ -34,7 +35,7 @@ class AsyncLLM:
         self.model_config = core.model_config
         self.max_model_len = core.max_model_len
         self.numerics = core.runner.numerics()  # for audit records: how the answers were computed
-        self._validate_prompt = core.validate_prompt
+        self.processor = InputProcessor(core.tokenizer, core.model_config.vocab_size, core.max_model_len)
         self._streams: dict[str, asyncio.Queue] = {}
         # ids whose stream already holds its last item (a finished output or an error)
         self._ended: set[str] = set()
@@ -104,17 +105,10 @@ class AsyncLLM:
             self.metrics.count_overload()
             raise Overloaded(f"max_queued_tokens={token_limit} reached; retry later")
 
-    def _encode(self, prompt: str | Sequence[int]) -> tuple[str | None, list[int]]:
-        if isinstance(prompt, str):
-            return prompt, self.tokenizer.encode(prompt)
-        if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            return None, [int(t) for t in prompt]
-        raise TypeError(f"prompt: expected a str or a list of token ids, got {type(prompt).__name__}")
-
     # ----- public API --------------------------------------------------------------------------
     def start(
         self,
-        prompt: str | Sequence[int],
+        prompt: PromptType | EngineCoreRequest,
         params: SamplingParams | None = None,
         request_id: str | None = None,
         *,
@@ -122,25 +116,30 @@ class AsyncLLM:
         deadlines: Deadlines | None = None,
         cache_salt: str | None = None,
     ) -> str:
-        """Validate, admit and queue one request now; return its id (outputs via ``next_output``).
+        """Check, admit and queue one request now; return its id (outputs via ``next_output``).
 
-        Must be called from the event loop's thread. Raises ValueError/TypeError for bad input and
+        ``prompt`` is a str, token ids, a chat conversation, or a request already made by
+        ``self.processor.process_inputs`` (then it carries the other arguments itself). Must be
+        called from the event loop's thread. Raises ValueError/TypeError for bad input and
         ``Overloaded`` when admission is full, before anything is queued.
         """
-        params = params or SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
-        text, ids = self._encode(prompt)
-        self._validate_prompt(ids)
-        params.validate_against(self.model_config.vocab_size)
-        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if isinstance(prompt, EngineCoreRequest):
+            if (params, request_id, priority, deadlines, cache_salt) != (None, None, 0, None, None):
+                raise TypeError("start(request): the request carries its own params, id, priority, "
+                                "deadlines and cache_salt; give them to processor.process_inputs")
+            request = prompt
+        else:
+            rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+            request = self.processor.process_inputs(rid, prompt, params, priority=priority, deadlines=deadlines,
+                                                    cache_salt=cache_salt)
+        rid = request.request_id
         if rid in self._streams:
             raise ValueError(f"request_id: {rid!r} is already running")
-        self._admit(len(ids))
+        self._admit(len(request.prompt_token_ids))
         self._loop = asyncio.get_running_loop()
         self._streams[rid] = asyncio.Queue()
         self._adds_sent += 1
-        self._thread.send(AddCommand(rid, ids, params, text, priority, time.monotonic(), deadlines, cache_salt))
+        self._thread.send(request)
         return rid
 
     async def next_output(self, request_id: str) -> RequestOutput:
@@ -165,7 +164,7 @@ class AsyncLLM:
 
     async def generate(
         self,
-        prompt: str | Sequence[int],
+        prompt: PromptType | EngineCoreRequest,
         params: SamplingParams | None = None,
         request_id: str | None = None,
         *,
@@ -197,12 +196,12 @@ class AsyncLLM:
         """The latest figures published by the engine thread (see ``LLM.stats``)."""
         return dict(self._thread.snapshot)
 
-    async def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
+    async def submit(self, prompt: PromptType, params: SamplingParams | None = None, *,
                      priority: int = 0, deadlines: Deadlines | None = None,
                      on_complete: Callable[[JobState], Any] | None = None) -> str:
         """Start a job and return its id at once (see ``poll`` and ``result``)."""
-        return await self.jobs.submit(prompt, params or SamplingParams(), priority=priority,
-                                      deadlines=deadlines, on_complete=on_complete)
+        return await self.jobs.submit(prompt, params, priority=priority, deadlines=deadlines,
+                                      on_complete=on_complete)
 
     async def poll(self, job_id: str) -> JobState:
         """The job's status (queued, running, finished, failed, aborted) and its output so far."""

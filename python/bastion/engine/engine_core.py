@@ -1,15 +1,14 @@
-"""The synchronous engine: one ``step()`` = scheduler step → one forward → sampler → scheduler update.
+"""The synchronous engine: one ``step()`` = scheduler step → one forward → sampler → output processor
+→ scheduler update.
 
 Single-threaded by design: ``LLM`` drives it in the caller's thread, ``AsyncLLM`` from its own
-engine thread. Every request is validated in ``add_request`` before anything is queued; a fault
-while processing one request fails that request alone, and a fault in the shared forward pass
-fails only the requests of that step. Either way their KV blocks go back to the pool at once.
+engine thread. Requests arrive checked by the ``InputProcessor``; a fault while processing one
+request fails that request alone, and a fault in the shared forward pass fails only the requests
+of that step. Either way their KV blocks go back to the pool at once.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import random
 import time
@@ -20,11 +19,12 @@ import torch
 from bastion import _core
 from bastion.config import EngineConfig
 from bastion.engine.model_runner import ModelRunner
+from bastion.engine.output_processor import OutputProcessor
 from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
 from bastion.engine.placement import plan_kernel_backends, resolve_device, resolve_dtype, size_kv_cache
-from bastion.engine.request import EngineRequest
+from bastion.engine.request import EngineCoreRequest, EngineRequest
 from bastion.model import load_model
-from bastion.sampling import IncrementalDetokenizer, Sampler, SamplingParams, SequenceState, StopChecker
+from bastion.sampling import Sampler, SequenceState
 
 
 def salt_to_key(cache_salt: str | None) -> int:
@@ -46,7 +46,7 @@ class EngineCore:
         # checked before the weights load: a backend that cannot run here fails the construction at once
         ops_backends, sample_backend = plan_kernel_backends(config.kernel_backend, self.device, dtype)
         self.loaded = load_model(config.model, device=self.device, dtype=dtype,
-                                 quantize_weights=config.quantize_weights)
+                                 quantize_weights=config.quantize_weights, dequantize=config.dequantize_weights)
         self.loaded.model.set_ops_backends(ops_backends)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config
@@ -59,7 +59,7 @@ class EngineCore:
         )
         self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config)
         self.sampler = Sampler(backend=sample_backend)
-        self.eos_token_ids = list(self.tokenizer.eos_token_ids)
+        self.output_processor = OutputProcessor(self.tokenizer)
         self.requests: dict[str, EngineRequest] = {}
         self._by_core_id: dict[int, EngineRequest] = {}
         self._finished_outside_step: list[EngineRequest] = []
@@ -68,60 +68,27 @@ class EngineCore:
         self._seeds = random.Random(config.seed)
 
     # ----- admission -------------------------------------------------------------------------
-    def validate_prompt(self, prompt_token_ids: list[int]) -> None:
-        """Raise ValueError naming the problem if this prompt cannot be served."""
-        n = len(prompt_token_ids)
-        if n == 0:
-            raise ValueError("prompt: empty prompt (no tokens to process)")
-        if n >= self.max_model_len:
-            raise ValueError(
-                f"prompt: {n} tokens does not fit the context (max_model_len={self.max_model_len}); "
-                "shorten it or raise max_model_len"
-            )
-        vocab = self.model_config.vocab_size
-        bad = [t for t in prompt_token_ids if not (0 <= t < vocab)]
-        if bad:
-            raise ValueError(f"prompt_token_ids: ids out of vocabulary [0, {vocab}): {bad[:5]}")
-
-    def add_request(
-        self,
-        request_id: str,
-        prompt_token_ids: list[int],
-        params: SamplingParams,
-        *,
-        prompt: str | None = None,
-        priority: int = 0,
-        arrival_time: float | None = None,
-        cache_salt: str | None = None,
-    ) -> None:
-        """Validate and queue one request; raises ValueError before queueing anything if bad."""
-        previous = self.requests.get(request_id)
+    def add_request(self, request: EngineCoreRequest) -> None:
+        """Queue one request made by the ``InputProcessor``; ValueError if its id is still in use."""
+        rid, ids, params = request.request_id, request.prompt_token_ids, request.params
+        previous = self.requests.get(rid)
         # A finished request whose final output is not taken yet (aborted since the last step) no
         # longer holds its id: a caller retrying under the same id right after an abort must not be
         # refused. Its final output still comes first, from the list it already sits in.
         if previous is not None and not previous.finished:
-            raise ValueError(f"request_id: {request_id!r} is already in use")
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
-        params.validate_against(self.model_config.vocab_size)
-        ids = [int(t) for t in prompt_token_ids]
-        self.validate_prompt(ids)
-        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=params.skip_special_tokens)
+            raise ValueError(f"request_id: {rid!r} is already in use")
         core_id = self._next_core_id
         self._next_core_id += 1
-        self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=priority,
-                                   cache_salt=salt_to_key(cache_salt))
-        room = self.max_model_len - len(ids)
-        if params.max_tokens > room:  # generation ends at the context limit with "length"
-            params = dataclasses.replace(params, max_tokens=room, min_tokens=min(params.min_tokens, room))
+        self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=request.priority,
+                                   cache_salt=salt_to_key(request.cache_salt))
         req = EngineRequest(
-            request_id=request_id, core_id=core_id, prompt=prompt, prompt_token_ids=ids, params=params,
-            metrics=RequestMetrics(arrival_time=arrival_time if arrival_time is not None else time.monotonic()),
-            seq=SequenceState(params, ids, self.eos_token_ids, default_seed=self._seeds.getrandbits(63)),
-            stop=StopChecker(params, IncrementalDetokenizer(decode, ids),
-                             self.eos_token_ids),
+            request_id=rid, core_id=core_id, prompt=request.prompt, prompt_token_ids=ids, params=params,
+            metrics=RequestMetrics(arrival_time=request.arrival_time),
+            seq=SequenceState(params, ids, self.output_processor.eos_token_ids,
+                              default_seed=self._seeds.getrandbits(63)),
+            stop=self.output_processor.stop_checker(params, ids),
         )
-        self.requests[request_id] = req
+        self.requests[rid] = req
         self._by_core_id[core_id] = req
 
     # ----- cancellation ----------------------------------------------------------------------
@@ -212,11 +179,7 @@ class EngineCore:
         m.last_token_time = now
         m.num_generated_tokens += 1
         req.seq.append(token)
-        if logprobs is not None:
-            if req.logprobs is None:
-                req.logprobs = []
-            req.logprobs.append(logprobs)
-        decision = req.stop.process(token)
+        decision = self.output_processor.process_token(req, token, logprobs)
         if decision.finish_reason is not None:
             self._finish(req, decision.finish_reason, decision.stop_reason)
 
@@ -229,7 +192,7 @@ class EngineCore:
     def _collect(self, touched: list[EngineRequest]) -> list[RequestOutput]:
         outputs: list[RequestOutput] = []
         for req in touched:
-            out = req.make_output()
+            out = self.output_processor.make_output(req)
             if out is not None:
                 outputs.append(out)
             if req.finished:

@@ -1,8 +1,9 @@
 """The engine loop on its own thread: commands in, outputs out, deadlines enforced between steps.
 
-The event loop never runs model code. It sends commands (add, abort) through a queue and gets each
-step's outputs back in ONE ``call_soon_threadsafe`` callback. The C++ scheduler step and torch ops
-release the GIL, so the event loop keeps running while the model computes.
+The event loop never runs model code. It sends commands (a checked ``EngineCoreRequest`` to add,
+an ``AbortCommand``) through a queue and gets each step's outputs back in ONE
+``call_soon_threadsafe`` callback. The C++ scheduler step and torch ops release the GIL, so the
+event loop keeps running while the model computes.
 """
 
 from __future__ import annotations
@@ -15,52 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.engine.engine_core import EngineCore
-from bastion.engine.outputs import RequestOutput
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """Per-request time limits in seconds, measured from arrival; None = no limit.
-
-    ``queue``: until the scheduler first runs the request; ``ttft``: until the first token;
-    ``total``: until the request finishes. On expiry the request is aborted (blocks freed) with
-    ``finish_reason="timeout"`` and ``metrics.timeout_reason`` naming which limit fired.
-    """
-
-    queue: float | None = None
-    ttft: float | None = None
-    total: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("queue", "ttft", "total"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"deadline.{name}: must be a positive number of seconds, got {value!r}")
-
-    def expired(self, metrics: Any, now: float) -> str | None:
-        """Which limit has passed for a request with these ``metrics`` (None if none)."""
-        age = now - metrics.arrival_time
-        if self.queue is not None and metrics.first_scheduled_time is None and age > self.queue:
-            return "queue"
-        if self.ttft is not None and metrics.first_token_time is None and age > self.ttft:
-            return "ttft"
-        if self.total is not None and age > self.total:
-            return "total"
-        return None
-
-
-@dataclass
-class AddCommand:
-    """Queue a validated request (all fields as ``EngineCore.add_request`` takes them)."""
-
-    request_id: str
-    prompt_token_ids: list[int]
-    params: Any
-    prompt: str | None
-    priority: int
-    arrival_time: float
-    deadlines: Deadlines | None
-    cache_salt: str | None
+from bastion.engine.outputs import FinishReason, RequestOutput
+from bastion.engine.request import Deadlines, EngineCoreRequest
 
 
 @dataclass
@@ -68,7 +25,7 @@ class AbortCommand:
     """Stop a request; ``reason`` is "abort" (caller) or "timeout"."""
 
     request_id: str
-    reason: str = "abort"
+    reason: FinishReason = "abort"
 
 
 Deliver = Callable[[list[RequestOutput], list[tuple[str, BaseException]]], None]
@@ -81,7 +38,7 @@ class EngineThread:
         self.core = core
         self._deliver = deliver
         self._on_crash = on_crash
-        self._commands: queue.SimpleQueue[AddCommand | AbortCommand | None] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[EngineCoreRequest | AbortCommand | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._running = True
         self._deadlines: dict[str, Deadlines] = {}
@@ -90,7 +47,7 @@ class EngineThread:
         self._thread = threading.Thread(target=self._main, name="bastion-engine", daemon=True)
         self._thread.start()
 
-    def send(self, command: AddCommand | AbortCommand) -> None:
+    def send(self, command: EngineCoreRequest | AbortCommand) -> None:
         """Hand a command to the engine thread (never blocks)."""
         self._commands.put(command)
         self._wake.set()
@@ -120,14 +77,12 @@ class EngineThread:
             if cmd is None:
                 continue
             if isinstance(cmd, AbortCommand):
-                self.core.abort(cmd.request_id, cmd.reason)  # type: ignore[arg-type]
+                self.core.abort(cmd.request_id, cmd.reason)
                 continue
             self._adds_received += 1
             try:
-                self.core.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params, prompt=cmd.prompt,
-                                      priority=cmd.priority, arrival_time=cmd.arrival_time,
-                                      cache_salt=cmd.cache_salt)
-            except Exception as exc:  # validated before sending; anything left fails this request only
+                self.core.add_request(cmd)
+            except Exception as exc:  # checked before sending; anything left fails this request only
                 errors.append((cmd.request_id, exc))
                 continue
             # set or clear: an entry left by an earlier request under the same id (finished or
@@ -151,9 +106,6 @@ class EngineThread:
                 self.core.abort(rid, "timeout", which)
                 del self._deadlines[rid]
 
-    def _next_deadline_wait(self) -> float | None:
-        return 0.01 if self._deadlines else None
-
     def _main(self) -> None:
         try:
             while self._running:
@@ -165,7 +117,9 @@ class EngineThread:
                 if outputs or errors:
                     self._deliver(outputs, errors)
                 if not self.core.has_unfinished():
-                    self._wake.wait(self._next_deadline_wait())
+                    # idle: no request is left, so no deadline can expire; sleep until a command comes
+                    # (entries of finished requests are swept by the next _enforce_deadlines)
+                    self._wake.wait()
                     self._wake.clear()
         except BaseException as exc:  # the loop itself broke: every stream must learn it
             self._on_crash(exc)

@@ -8,7 +8,6 @@ marked failed with a reason (their KV state died with that process), never silen
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import itertools
 import json
@@ -16,13 +15,14 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from bastion.engine.async_llm import AsyncLLM
-    from bastion.engine.engine_thread import Deadlines
+    from bastion.engine.input_processor import PromptType
+    from bastion.engine.request import Deadlines
     from bastion.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class JobStore:
 
 
 class JobManager:
-    """Runs jobs as asyncio tasks over ``AsyncLLM.generate`` and keeps their states."""
+    """Runs jobs as asyncio tasks over ``AsyncLLM.start``/``next_output`` and keeps their states."""
 
     def __init__(self, engine: AsyncLLM, store_path: str | None) -> None:
         self._engine = engine
@@ -103,15 +103,17 @@ class JobManager:
         if self._store is not None:
             self._store.save(job)
 
-    async def submit(self, prompt: str | Sequence[int], params: SamplingParams, *, priority: int,
+    async def submit(self, prompt: PromptType, params: SamplingParams | None, *, priority: int,
                      deadlines: Deadlines | None, on_complete: Callable[[JobState], Any] | None) -> str:
-        """Validate, record the job as queued, start it, return its id."""
+        """Check and start the job's request, record the job as queued, return its id."""
         job_id = f"job-{uuid.uuid4().hex[:12]}-{next(self._seq)}"
         now = time.time()
         job = JobState(job_id, "queued", token_ids=[], created_at=now, updated_at=now)
-        params = dataclasses.replace(params, output_kind="cumulative")
-        # raises for bad input / Overloaded here, before the job exists
-        self._engine.start(prompt, params, request_id=job_id, priority=priority, deadlines=deadlines)
+        # cumulative outputs: a job's state is its whole output so far. Bad input and Overloaded
+        # raise here, before the job exists.
+        request = self._engine.processor.process_inputs(job_id, prompt, params, priority=priority,
+                                                        deadlines=deadlines, output_kind="cumulative")
+        self._engine.start(request)
         self._jobs[job_id] = job
         self._done[job_id] = asyncio.Event()
         self._update(job)

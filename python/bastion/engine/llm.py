@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from bastion.config import EngineConfig
 from bastion.engine.engine_core import EngineCore
+from bastion.engine.input_processor import Conversation, InputProcessor, PromptType
 from bastion.engine.outputs import RequestOutput
+from bastion.engine.request import EngineCoreRequest
 from bastion.sampling import SamplingParams
 
-PromptType = str | Sequence[int]
-Messages = list[dict[str, str]]
+TextOrTokens = str | Sequence[int]
 
 
 class LLM:
@@ -29,6 +29,8 @@ class LLM:
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
         self.config = EngineConfig.build(model=model, **kwargs)
         self.engine = EngineCore(self.config)
+        self.processor = InputProcessor(self.engine.tokenizer, self.engine.model_config.vocab_size,
+                                        self.engine.max_model_len)
         self._ids = itertools.count()
 
     @property
@@ -36,15 +38,14 @@ class LLM:
         """The model's tokenizer (encode / decode / apply_chat_template)."""
         return self.engine.tokenizer
 
-    def _normalize(self, prompts: PromptType | Sequence[PromptType]) -> list[PromptType]:
+    @staticmethod
+    def _prompt_list(prompts: TextOrTokens | Sequence[TextOrTokens]) -> list[PromptType]:
+        """One prompt or a list of them, as a list (each one is checked by the input processor)."""
         if isinstance(prompts, str):
             return [prompts]
         prompts = list(prompts)
         if prompts and all(isinstance(t, int) for t in prompts):
             return [prompts]  # one prompt given as token ids
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) and not (isinstance(p, Sequence) and all(isinstance(t, int) for t in p)):
-                raise TypeError(f"prompts[{i}]: expected a str or a list of token ids, got {type(p).__name__}")
         return prompts
 
     def _params_per_prompt(self, params: SamplingParams | Sequence[SamplingParams] | None,
@@ -60,7 +61,7 @@ class LLM:
 
     def generate(
         self,
-        prompts: PromptType | Sequence[PromptType],
+        prompts: TextOrTokens | Sequence[TextOrTokens],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         *,
         use_tqdm: bool = True,
@@ -69,33 +70,35 @@ class LLM:
     ) -> list[RequestOutput]:
         """Complete every prompt; returns one finished ``RequestOutput`` per prompt, in order.
 
-        Every prompt is validated before any is queued, so a bad one raises without side effects.
+        Every prompt is checked before any is queued, so a bad one raises without side effects.
         """
-        items = self._normalize(prompts)
-        params = self._params_per_prompt(sampling_params, len(items))
-        if priority is not None and len(priority) != len(items):
-            raise ValueError(f"priority: got {len(priority)} values for {len(items)} prompts")
-        encoded: list[tuple[str | None, list[int]]] = []
-        for i, (item, p) in enumerate(zip(items, params)):
-            ids = self.tokenizer.encode(item) if isinstance(item, str) else [int(t) for t in item]
+        return self._generate(self._prompt_list(prompts), sampling_params, use_tqdm=use_tqdm, priority=priority,
+                              cache_salt=cache_salt)
+
+    def _generate(self, prompts: list[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None,
+                  *, use_tqdm: bool, priority: Sequence[int] | None = None, cache_salt: str | None = None,
+                  add_generation_prompt: bool = True) -> list[RequestOutput]:
+        params = self._params_per_prompt(sampling_params, len(prompts))
+        if priority is not None and len(priority) != len(prompts):
+            raise ValueError(f"priority: got {len(priority)} values for {len(prompts)} prompts")
+        requests: list[EngineCoreRequest] = []
+        for i, (prompt, p, prio) in enumerate(zip(prompts, params, priority or [0] * len(prompts))):
             try:
-                self.engine.validate_prompt(ids)
-                p.validate_against(self.engine.model_config.vocab_size)
-            except ValueError as e:
-                raise ValueError(f"prompts[{i}]: {e}") from None
-            encoded.append((item if isinstance(item, str) else None, ids))
-        request_ids: list[str] = []
+                requests.append(self.processor.process_inputs(
+                    f"llm-{next(self._ids)}", prompt, p, priority=prio, cache_salt=cache_salt,
+                    output_kind="final_only", add_generation_prompt=add_generation_prompt))
+            except (TypeError, ValueError) as e:  # same type (PromptTooLong included), naming the prompt
+                raise type(e)(f"prompts[{i}]: {e}") from None
+        added: list[str] = []
         try:
-            for (text, ids), p, prio in zip(encoded, params, priority or [0] * len(items)):
-                rid = f"llm-{next(self._ids)}"
-                final = dataclasses.replace(p, output_kind="final_only")
-                self.engine.add_request(rid, ids, final, prompt=text, priority=prio, cache_salt=cache_salt)
-                request_ids.append(rid)
+            for request in requests:
+                self.engine.add_request(request)
+                added.append(request.request_id)
         except BaseException:  # all or nothing: a call that raises leaves no request behind
-            for rid in request_ids:
+            for rid in added:
                 self.engine.abort(rid)
             raise
-        return self._run(request_ids, use_tqdm)
+        return self._run(added, use_tqdm)
 
     def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
         results: dict[str, RequestOutput] = {}
@@ -110,7 +113,7 @@ class LLM:
 
     def chat(
         self,
-        messages: Messages | Sequence[Messages],
+        messages: Conversation | Sequence[Conversation],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         *,
         use_tqdm: bool = True,
@@ -119,14 +122,9 @@ class LLM:
         """Answer one conversation (a list of ``{"role", "content"}``) or a list of conversations."""
         if not messages:
             raise ValueError("messages: empty conversation")
-        conversations = [messages] if isinstance(messages[0], dict) else list(messages)
-        prompts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=add_generation_prompt)
-                   for c in conversations]
-        token_prompts = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-        outs = self.generate(token_prompts, sampling_params, use_tqdm=use_tqdm)
-        for out, text in zip(outs, prompts):
-            out.prompt = text
-        return outs
+        conversations = [messages] if isinstance(messages[0], Mapping) else list(messages)
+        return self._generate(conversations, sampling_params, use_tqdm=use_tqdm,
+                              add_generation_prompt=add_generation_prompt)
 
     def stats(self) -> dict:
         """KV and queue figures: num_total_blocks, num_free_blocks, num_running, num_waiting,

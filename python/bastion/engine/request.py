@@ -1,17 +1,70 @@
-"""The engine's Python-side state of one request, and how it turns into a ``RequestOutput``.
+"""What a request is inside the engine: its time limits, the validated form the input processor
+makes of it, and the engine's Python-side state of it.
 
-The C++ scheduler owns the token bookkeeping and KV blocks; this object owns what only Python
+The C++ scheduler owns the token bookkeeping and KV blocks; ``EngineRequest`` owns what only Python
 needs: sampling state, detokenized text, stop decisions, timestamps and what was already streamed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
+from bastion.engine.output_processor import StopChecker
+from bastion.engine.outputs import FinishReason, RequestMetrics
 from bastion.sampling.params import SamplingParams
-from bastion.sampling.state import SequenceState
-from bastion.sampling.stop import StopChecker
+
+if TYPE_CHECKING:  # it pulls in torch, and ``bastion.Deadlines`` must stay a light import
+    from bastion.sampling.state import SequenceState
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Per-request time limits in seconds, measured from arrival; None = no limit.
+
+    ``queue``: until the scheduler first runs the request; ``ttft``: until the first token;
+    ``total``: until the request finishes. On expiry the request is aborted (blocks freed) with
+    ``finish_reason="timeout"`` and ``metrics.timeout_reason`` naming which limit fired.
+    """
+
+    queue: float | None = None
+    ttft: float | None = None
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("queue", "ttft", "total"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"deadline.{name}: must be a positive number of seconds, got {value!r}")
+
+    def expired(self, metrics: RequestMetrics, now: float) -> str | None:
+        """Which limit has passed for a request with these ``metrics`` (None if none)."""
+        age = now - metrics.arrival_time
+        if self.queue is not None and metrics.first_scheduled_time is None and age > self.queue:
+            return "queue"
+        if self.ttft is not None and metrics.first_token_time is None and age > self.ttft:
+            return "ttft"
+        if self.total is not None and age > self.total:
+            return "total"
+        return None
+
+
+@dataclass(frozen=True)
+class EngineCoreRequest:
+    """A request the input processor has checked, ready for ``EngineCore.add_request`` (vLLM's name).
+
+    ``prompt`` is the text the ids came from (None for a token-id prompt); ``params.max_tokens`` is
+    already cut to the room the context leaves. ``deadlines`` are enforced by ``AsyncLLM``'s engine thread.
+    """
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    arrival_time: float
+    priority: int = 0
+    cache_salt: str | None = None
+    deadlines: Deadlines | None = None
 
 
 @dataclass
@@ -32,7 +85,6 @@ class EngineRequest:
     # how much of the output the caller has already been given (for "delta" outputs)
     sent_tokens: int = 0
     sent_chars: int = 0
-    deadlines: dict[str, float] = field(default_factory=dict)
 
     @property
     def output_token_ids(self) -> list[int]:
@@ -55,31 +107,3 @@ class EngineRequest:
             self.finish_reason = reason
             self.stop_reason = stop_reason
             self.metrics.finish_time = when
-
-    def make_output(self) -> RequestOutput | None:
-        """The output due now under ``params.output_kind``; None when there is nothing to send."""
-        kind = self.params.output_kind
-        if kind == "final_only" and not self.finished:
-            return None
-        tokens = self.output_token_ids
-        if kind == "delta":
-            new_tokens, new_text = tokens[self.sent_tokens:], self.text[self.sent_chars:]
-            if not new_tokens and not new_text and not self.finished:
-                return None
-            logprobs = self.logprobs[self.sent_tokens:] if self.logprobs is not None else None
-        else:
-            new_tokens, new_text, logprobs = list(tokens), self.text, self.logprobs
-        self.sent_tokens, self.sent_chars = len(tokens), len(self.text)
-        return RequestOutput(
-            request_id=self.request_id,
-            prompt=self.prompt,
-            prompt_token_ids=self.prompt_token_ids,
-            text=new_text,
-            token_ids=list(new_tokens),
-            finished=self.finished,
-            finish_reason=self.finish_reason,
-            metrics=self.metrics,
-            stop_reason=self.stop_reason,
-            logprobs=list(logprobs) if logprobs is not None else None,
-            num_total_output_tokens=len(tokens),
-        )

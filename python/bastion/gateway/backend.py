@@ -15,12 +15,12 @@ A backend is anything that can stream an answer:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bastion.audit.record import ModelIdentity
+from bastion.errors import PromptTooLong
 from bastion.gateway.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -28,6 +28,10 @@ from bastion.gateway.errors import (
     UpstreamServerError,
 )
 from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
+
+if TYPE_CHECKING:  # the engine pulls in torch; a Gateway over remote backends never needs it
+    from bastion.engine.async_llm import AsyncLLM
+    from bastion.engine.outputs import RequestOutput
 
 
 @runtime_checkable
@@ -50,6 +54,12 @@ class Backend(Protocol):
         ...
 
 
+if TYPE_CHECKING:
+    # what the Gateway accepts as one backend, and as its ``backends`` argument
+    BackendLike = Backend | AsyncLLM
+    Backends = BackendLike | Sequence[BackendLike] | Mapping[str, BackendLike]
+
+
 def count_tokens(backend: Backend, text: str) -> int:
     """Exact count through ``backend.count_tokens`` when it has one, else ~4 characters per token."""
     counter = getattr(backend, "count_tokens", None)
@@ -61,16 +71,13 @@ def count_tokens(backend: Backend, text: str) -> int:
 class LocalBackend:
     """Adapts a ``bastion.AsyncLLM`` to the ``Backend`` protocol (the Gateway wraps one for you)."""
 
-    def __init__(self, engine: Any, *, health_interval_s: float = 0.5) -> None:
+    def __init__(self, engine: AsyncLLM, *, health_interval_s: float = 0.5) -> None:
         self.engine = engine
         config = engine.model_config
-        self.model_info = ModelIdentity(
-            name=str(getattr(config, "name", None) or "local"),
-            version=getattr(config, "version", None),
-            weights_sha256=getattr(config, "weights_sha256", None),
-            numerics=getattr(engine, "numerics", None),
-        )
-        self.max_context: int | None = getattr(engine, "max_model_len", None)
+        # a local model has no release version: its weights hash and numerics identify it
+        self.model_info = ModelIdentity(name=config.name or "local", weights_sha256=config.weights_sha256 or None,
+                                        numerics=engine.numerics)
+        self.max_context: int | None = engine.max_model_len
         self._health_interval_s = health_interval_s
         self._health: BackendHealth | None = None
         self._health_at = -float("inf")
@@ -81,35 +88,27 @@ class LocalBackend:
         """Exact prompt length with the engine's own tokenizer."""
         return len(self.engine.tokenizer.encode(text))
 
-    def _prompt_text(self, request: BackendRequest) -> str:
-        if request.messages is not None:
-            text = self.engine.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True)
-        else:
-            text = request.prompt or ""
-        return text + request.continuation
-
     async def stream(self, request: BackendRequest) -> AsyncIterator[BackendChunk]:
         """Run the request on the engine with delta outputs; closing the iterator aborts it."""
-        params = dataclasses.replace(request.params, output_kind="delta")
-        generator = self.engine.generate(
-            self._prompt_text(request), params, request_id=request.request_id, priority=request.priority,
-            cache_salt=request.tenant
-        )
+        try:
+            engine_request = self.engine.processor.process_inputs(
+                request.request_id, request.messages if request.messages is not None else request.prompt or "",
+                request.params, priority=request.priority, cache_salt=request.tenant, output_kind="delta",
+                continuation=request.continuation)
+        except PromptTooLong as e:  # a backend with a larger window may still serve it
+            raise ContextWindowExceeded(str(e)) from e
+        generator = self.engine.generate(engine_request)
         finished = False
         try:
             async for out in generator:
                 finished = out.finished
                 yield self._to_chunk(out)
-        except ValueError as e:  # the engine names the prompt that does not fit its context
-            if "context" in str(e):
-                raise ContextWindowExceeded(str(e)) from e
-            raise
         finally:
             if not finished:  # closed early (failover, guardrail block, client gone): free the KV blocks
                 await generator.aclose()
                 await self.abort(request.request_id)
 
-    def _to_chunk(self, out: Any) -> BackendChunk:
+    def _to_chunk(self, out: RequestOutput) -> BackendChunk:
         if not out.finished:
             return BackendChunk(out.text, tuple(out.token_ids), len(out.token_ids))
         m = out.metrics
@@ -150,16 +149,17 @@ class LocalBackend:
         return self._health
 
 
-def as_backend(obj: Any, where: str) -> Backend:
+def as_backend(obj: object, where: str) -> Backend:
     """``obj`` itself when it is a Backend; an AsyncLLM wrapped in ``LocalBackend``; else TypeError."""
     if isinstance(obj, Backend):
         return obj
+    # an AsyncLLM, recognised without importing the engine (and torch) into a Gateway of remote backends
     if hasattr(obj, "generate") and hasattr(obj, "abort") and hasattr(obj, "model_config"):
-        return LocalBackend(obj)  # an AsyncLLM
+        return LocalBackend(obj)  # type: ignore[arg-type]
     raise TypeError(f"backend {where} is neither a Backend nor an AsyncLLM: {type(obj).__name__}")
 
 
-def named_backends(backends: Any) -> dict[str, Backend]:
+def named_backends(backends: Backends) -> dict[str, Backend]:
     """Name the backends: dict keys, or positions "0", "1", ... for a list (or a single backend)."""
     if isinstance(backends, Mapping):
         return {str(k): as_backend(v, repr(k)) for k, v in backends.items()}

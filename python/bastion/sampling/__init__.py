@@ -1,4 +1,6 @@
-"""Sampling: request parameters, the batched sampler, penalties, logprobs, detokenization and stops.
+"""Sampling: request parameters, the batched sampler, penalties and logprobs.
+
+Detokenizing and stop checks are output processing: ``bastion.engine.output_processor``.
 
 ``import bastion.sampling`` stays light: the torch-based pieces load on first attribute access.
 """
@@ -17,9 +19,6 @@ _LAZY = {
     "SequenceState": "bastion.sampling.state",
     "TokenCounts": "bastion.sampling.token_counts",
     "TokenLogprobs": "bastion.sampling.logprobs",
-    "IncrementalDetokenizer": "bastion.sampling.detokenizer",
-    "StopChecker": "bastion.sampling.stop",
-    "StopDecision": "bastion.sampling.stop",
 }
 
 __all__ = ["SamplingParams", *_LAZY]

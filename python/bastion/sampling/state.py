@@ -27,13 +27,12 @@ class SequenceState:
         eos_token_ids: Iterable[int] = (),
         default_seed: int | None = None,
     ) -> None:
-        """Hold ``params`` for a request whose prompt is ``prompt_token_ids``; eos ids come from the tokenizer.
+        """Hold ``params`` (checked by the engine's input processor) for a request whose prompt is
+        ``prompt_token_ids``; eos ids come from the tokenizer.
 
         ``default_seed`` seeds the request when ``params.seed`` is None (the engine derives one per
         request from ``EngineConfig.seed``, so a whole run is reproducible and batch-independent).
         """
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
         self.params = params
         self.prompt_token_ids: list[int] = list(prompt_token_ids)
         self.output_token_ids: list[int] = []
@@ -44,11 +43,6 @@ class SequenceState:
         # tokens that end generation; masked while fewer than min_tokens tokens exist
         eos = frozenset() if params.ignore_eos else self.eos_token_ids
         self.stop_token_ids: frozenset[int] = eos | frozenset(params.stop_token_ids)
-
-    @property
-    def num_output_tokens(self) -> int:
-        """Tokens generated so far."""
-        return len(self.output_token_ids)
 
     @property
     def below_min_tokens(self) -> bool:
