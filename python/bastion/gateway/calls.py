@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from bastion.gateway.trace import RequestTrace, sampling_dict
 from bastion.gateway.types import BackendRequest, Message
+from bastion.sampling.params import SamplingParams
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -19,7 +20,7 @@ class Call:
     """One request as the Gateway serves it: validated input plus its trace."""
 
     trace: RequestTrace
-    params: Any
+    params: SamplingParams
     prompt: str | None
     messages: list[Message] | None
     priority: int
@@ -45,15 +46,13 @@ class Call:
                               self.trace.tenant)
 
 
-def normalize_params(params: Any) -> Any:
+def normalize_params(params: object) -> SamplingParams:
     """``SamplingParams`` from None, a dict of its fields, or an instance; ValueError/TypeError naming the problem."""
-    from bastion.sampling.params import SamplingParams
-
     if params is None:
         return SamplingParams()
     if isinstance(params, SamplingParams):
         return params
-    if isinstance(params, dict):
+    if isinstance(params, Mapping):
         try:
             return SamplingParams(**params)
         except TypeError as e:
@@ -61,7 +60,7 @@ def normalize_params(params: Any) -> Any:
     raise TypeError(f"params must be SamplingParams, a dict of its fields or None, got {type(params).__name__}")
 
 
-def _check_messages(messages: list[Any]) -> list[Message]:
+def _check_messages(messages: list[object]) -> list[Message]:
     if not messages:
         raise ValueError("messages: the conversation is empty")
     for i, m in enumerate(messages):
@@ -74,15 +73,18 @@ def _check_messages(messages: list[Any]) -> list[Message]:
     return [dict(m) for m in messages]
 
 
-def _check_identity(name: str, value: Any) -> str | None:
+def _check_identity(name: str, value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
     return value
 
 
-def build_call(prompt_or_messages: Any, params: Any, *, user: Any, tenant: Any, metadata: Any,
-               request_id: Any, priority: Any, stream: bool) -> Call:
-    """Validate everything a caller passed; raise ``ValueError``/``TypeError`` naming the bad argument."""
+def build_call(prompt_or_messages: object, params: object, *, user: object, tenant: object, metadata: object,
+               request_id: object, priority: object, stream: bool) -> Call:
+    """Validate everything a caller passed; raise ``ValueError``/``TypeError`` naming the bad argument.
+
+    The arguments are typed ``object``: they come straight from the caller, unchecked until here.
+    """
     if isinstance(prompt_or_messages, str):
         prompt, messages = prompt_or_messages, None
     elif isinstance(prompt_or_messages, list) and all(isinstance(x, int) for x in prompt_or_messages) \

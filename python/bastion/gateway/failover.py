@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bastion.errors import GuardrailViolation
 from bastion.gateway.attempt import Released, Timeouts, run_attempt
@@ -27,10 +27,13 @@ from bastion.gateway.hedging import HedgePolicy, HedgeRace, Leg
 from bastion.gateway.hooks import Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
-from bastion.gateway.telemetry import Telemetry, breaker_state_name
+from bastion.gateway.telemetry import Telemetry
 from bastion.gateway.trace import attempt_outcome
 from bastion.gateway.types import GatewayDelta
 from bastion.resilience.breaker import CallNotPermitted, CircuitBreaker
+
+if TYPE_CHECKING:
+    from bastion.resilience.guardrails import StreamingOutputGuard
 
 
 class Failover:
@@ -41,8 +44,8 @@ class Failover:
     """
 
     def __init__(self, backends: Mapping[str, Backend], breakers: Mapping[str, CircuitBreaker], router: Router, *,
-                 retry_policy: RetryPolicy, timeouts: Timeouts, output_guard_factory: Callable[[], Any] | None,
-                 hooks: Hooks, telemetry: Telemetry, refusal_message: str, rng: random.Random,
+                 retry_policy: RetryPolicy, timeouts: Timeouts,
+                 output_guard_factory: Callable[[], StreamingOutputGuard] | None, hooks: Hooks, telemetry: Telemetry, refusal_message: str, rng: random.Random,
                  hedge_policy: HedgePolicy | None = None) -> None:
         self.backends = backends
         self.breakers = breakers
@@ -98,7 +101,7 @@ class Failover:
             except CallNotPermitted as e:
                 trace.add_attempt(name, "open_breaker", started, exc=e, breaker_state=e.state.value)
                 return
-            state = breaker_state_name(breaker.state)
+            state = breaker.state.value
             if trace.attempts and trace.attempts[-1].backend != name:
                 self.telemetry.record_fallback(trace.attempts[-1].backend, name)
             request = call.backend_request(f"{trace.request_id}-{len(trace.attempts)}")
@@ -171,7 +174,7 @@ class Failover:
             await self.hooks.emit("routed", trace.request_id, backend=name, attempt=len(trace.attempts) + 1,
                                   backend_request_id=request.request_id, hedge=True)
             gate = OutputGate(self._output_guard_factory)
-            return Leg(name, permit, breaker_state_name(breaker.state), time.monotonic(), gate,
+            return Leg(name, permit, breaker.state.value, time.monotonic(), gate,
                        run_attempt(backend, request, gate, self.timeouts), hedge=True)
         return None
 

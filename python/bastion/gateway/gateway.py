@@ -19,10 +19,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.audit.log import AuditLog
 from bastion.audit.record import ContentPolicy
@@ -34,15 +34,24 @@ from bastion.gateway.errors import AllBackendsFailed
 from bastion.gateway.failover import Failover
 from bastion.gateway.guarding import check_input, decision_records, output_guard_factory
 from bastion.gateway.hedging import HedgePolicy
-from bastion.gateway.hooks import Hooks
+from bastion.gateway.hooks import HookFn, Hooks
 from bastion.gateway.retry import RetryPolicy
 from bastion.gateway.routing import Router
 from bastion.gateway.shadow import ShadowRunner
-from bastion.gateway.telemetry import Telemetry, breaker_state_name
+from bastion.gateway.telemetry import RequestSpan, Telemetry
 from bastion.gateway.trace import RequestTrace
-from bastion.gateway.types import GatewayDelta, GatewayResult
+from bastion.gateway.types import GatewayDelta, GatewayResult, Message
 from bastion.resilience.breaker import BreakerConfig, CircuitBreaker
 from bastion.resilience.ratelimit import ReservationTooLarge
+
+if TYPE_CHECKING:
+    from bastion.gateway.backend import Backends
+    from bastion.resilience import RateLimiter, Reservation
+    from bastion.resilience.guardrails import GuardrailPipeline
+    from bastion.sampling.params import SamplingParams
+
+    # what a caller may pass as a request's sampling parameters: an instance, a dict of its fields, None
+    ParamsLike = SamplingParams | Mapping[str, Any] | None
 
 log = logging.getLogger(__name__)
 DEFAULT_REFUSAL = "I can't provide that response: it was blocked by a content policy."
@@ -62,29 +71,27 @@ class Gateway:
 
     def __init__(
         self,
-        backends: Any,
+        backends: Backends,
         *,
         audit: AuditLog | str | os.PathLike[str] | None = None,
         audit_content: ContentPolicy | None = None,
-        guardrails: Any = None,
-        rate_limiter: Any = None,
+        guardrails: GuardrailPipeline | None = None,
+        rate_limiter: RateLimiter | None = None,
         breaker_config: BreakerConfig | None = None,
         retry_policy: RetryPolicy | None = None,
         hedge_policy: HedgePolicy | None = None,
         timeouts: Timeouts | None = None,
         weights: Mapping[str, float] | None = None,
         shadow: str | Backend | None = None,
-        hooks: Hooks | Mapping[str, Any] | None = None,
+        hooks: Hooks | Mapping[str, HookFn | Iterable[HookFn]] | None = None,
         telemetry: Telemetry | None = None,
         refusal_message: str = DEFAULT_REFUSAL,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backends = named_backends(backends)
-        if not self.backends:
-            raise ValueError("Gateway needs at least one backend")
         self._rng = rng or random.Random()
-        self.router = Router(list(self.backends), weights, self._rng)
+        self.router = Router(list(self.backends), weights, self._rng)  # refuses an empty list of backends
         self.retry_policy = retry_policy or RetryPolicy()
         self.hedge_policy = hedge_policy or HedgePolicy()
         self.timeouts = timeouts or Timeouts()
@@ -114,7 +121,7 @@ class Gateway:
         return as_backend(shadow, "shadow")
 
     # ------------------------------------------------------------------ public API
-    async def generate(self, prompt_or_messages: str | list[dict[str, Any]], params: Any = None, *,
+    async def generate(self, prompt_or_messages: str | list[Message], params: ParamsLike = None, *,
                        user: str | None = None, tenant: str | None = None,
                        metadata: dict[str, Any] | None = None, request_id: str | None = None,
                        priority: int = 0) -> GatewayResult:
@@ -133,7 +140,7 @@ class Gateway:
         result.text = self.refusal_message if result.refused else "".join(parts)
         return result
 
-    def stream(self, prompt_or_messages: str | list[dict[str, Any]], params: Any = None, *,
+    def stream(self, prompt_or_messages: str | list[Message], params: ParamsLike = None, *,
                user: str | None = None, tenant: str | None = None, metadata: dict[str, Any] | None = None,
                request_id: str | None = None, priority: int = 0) -> AsyncIterator[GatewayDelta]:
         """Serve one request as an async iterator of ``GatewayDelta``.
@@ -152,8 +159,9 @@ class Gateway:
             self.audit.close()
 
     # ------------------------------------------------------------------ one request
-    async def _run(self, prompt_or_messages: Any, params: Any, user: Any, tenant: Any, metadata: Any,
-                   request_id: Any, priority: Any, *, stream: bool) -> AsyncIterator[GatewayDelta]:
+    async def _run(self, prompt_or_messages: str | list[Message], params: ParamsLike, user: str | None,
+                   tenant: str | None, metadata: dict[str, Any] | None, request_id: str | None, priority: int,
+                   *, stream: bool) -> AsyncIterator[GatewayDelta]:
         try:
             call = build_call(prompt_or_messages, params, user=user, tenant=tenant, metadata=metadata,
                               request_id=request_id, priority=priority, stream=stream)
@@ -202,7 +210,7 @@ class Gateway:
             if not aborted:
                 await self._await_ack(ack)
 
-    def _reserve(self, call: Call) -> Any:
+    def _reserve(self, call: Call) -> Reservation | None:
         first = self.backends[self.router.names[0]]
         call.trace.prompt_tokens = count_tokens(first, call.input_text())
         if self.rate_limiter is None:
@@ -219,12 +227,12 @@ class Gateway:
         call.trace.decisions.extend(decision_records(decisions, "input"))
 
     # ------------------------------------------------------------------ the end of a request
-    def _finalize(self, trace: RequestTrace, span: Any) -> Any:
+    def _finalize(self, trace: RequestTrace, span: RequestSpan | None) -> Future | None:
         """Metrics, span and the request's one audit record; returns the audit future (or None)."""
         self.telemetry.finish_request(span, trace)
         if self.audit is None:
             return None
-        states = {n: breaker_state_name(b.state) for n, b in self.breakers.items()}
+        states = {n: b.state.value for n, b in self.breakers.items()}
         try:
             return self.audit.append(trace.to_record(self.audit_content, states))
         except Exception as e:  # surfaces through the ack, like a failed write
@@ -234,6 +242,6 @@ class Gateway:
             return failed
 
     @staticmethod
-    async def _await_ack(ack: Any) -> None:
+    async def _await_ack(ack: Future | None) -> None:
         if ack is not None:
             await asyncio.wrap_future(ack)

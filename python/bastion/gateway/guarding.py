@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bastion.audit.record import GuardDecisionRecord
 from bastion.errors import GuardrailViolation
 from bastion.gateway.types import Message
 
+if TYPE_CHECKING:
+    from bastion.resilience.guardrails import GuardDecision, GuardrailPipeline, StreamingOutputGuard
 
-def output_guard_factory(pipeline: Any) -> Callable[[], Any] | None:
+
+def output_guard_factory(pipeline: GuardrailPipeline | None) -> Callable[[], StreamingOutputGuard] | None:
     """A maker of one ``StreamingOutputGuard`` per attempt over ``pipeline`` (None: no output checks)."""
     if pipeline is None:
         return None
@@ -26,25 +29,23 @@ def output_guard_factory(pipeline: Any) -> Callable[[], Any] | None:
     return lambda: StreamingOutputGuard(pipeline)
 
 
-def decision_records(decisions: Iterable[Any], stage: str, backend: str | None = None) -> list[GuardDecisionRecord]:
+def decision_records(decisions: Iterable[GuardDecision], stage: str,
+                     backend: str | None = None) -> list[GuardDecisionRecord]:
     """Audit records for the decisions that found something (quiet 'allow' decisions are skipped)."""
     records = []
     for d in decisions:
-        findings = list(getattr(d, "findings", []) or [])
-        action = str(getattr(d, "action", "block"))
-        if not findings and action == "allow":
+        if not d.findings and d.action == "allow":
             continue
-        kinds = sorted({str(getattr(f, "kind", f)) for f in findings})
+        kinds = sorted({f.kind for f in d.findings})
         records.append(GuardDecisionRecord(
-            stage="output" if stage == "output" else "input",
-            guard=str(getattr(d, "guard", type(d).__name__)), action=action,
+            stage="output" if stage == "output" else "input", guard=d.guard, action=d.action,
             reason=", ".join(kinds) or None, backend=backend,
         ))
     return records
 
 
-def check_input(pipeline: Any, prompt: str | None, messages: list[Message] | None
-                ) -> tuple[str | None, list[Message] | None, list[Any]]:
+def check_input(pipeline: GuardrailPipeline | None, prompt: str | None, messages: list[Message] | None
+                ) -> tuple[str | None, list[Message] | None, list[GuardDecision]]:
     """Run the input guardrails on the prompt or on every message's content.
 
     Returns the (possibly redacted) prompt/messages and all decisions; raises
@@ -52,7 +53,7 @@ def check_input(pipeline: Any, prompt: str | None, messages: list[Message] | Non
     """
     if pipeline is None:
         return prompt, messages, []
-    decisions: list[Any] = []
+    decisions: list[GuardDecision] = []
 
     def checked(text: str) -> str:
         """One text through the pipeline: its released (redacted) form, or raise when blocked."""
@@ -80,7 +81,7 @@ class OutputGate:
     many characters of release lag while cutting the guard runs per token several-fold.
     """
 
-    def __init__(self, make_guard: Callable[[], Any] | None, check_every_chars: int = 16) -> None:
+    def __init__(self, make_guard: Callable[[], StreamingOutputGuard] | None, check_every_chars: int = 16) -> None:
         if check_every_chars < 1:
             raise ValueError(f"check_every_chars must be >= 1, got {check_every_chars}")
         self._guard = make_guard() if make_guard is not None else None
@@ -92,9 +93,9 @@ class OutputGate:
         self._modified = False
 
     @property
-    def decisions(self) -> list[Any]:
+    def decisions(self) -> list[GuardDecision]:
         """The output guard's decisions so far (redactions, logs and the block, if any)."""
-        return list(getattr(self._guard, "decisions", []) or [])
+        return list(self._guard.decisions) if self._guard is not None else []
 
     def push(self, text: str, token_ids: tuple[int, ...], num_tokens: int) -> tuple[str, tuple[int, ...], int]:
         """Feed one chunk; return the text, token ids and token count released now."""

@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bastion.gateway.attempt import Released
 from bastion.gateway.guarding import OutputGate
 from bastion.gateway.types import BackendHealth
+
+if TYPE_CHECKING:
+    from bastion.resilience.breaker import Permit
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Leg:
     """One attempt taking part in a race: its backend, breaker permit, output gate and stream."""
 
     name: str
-    permit: Any
+    permit: Permit
     breaker_state: str
     started: float
     gate: OutputGate

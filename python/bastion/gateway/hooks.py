@@ -15,7 +15,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 HOOK_EVENTS = ("received", "routed", "first_token", "guard_decision", "finished")
-HookFn = Callable[["HookEvent"], Any]
+# a hook may be sync or async: whatever it returns is awaited when awaitable, else ignored
+HookFn = Callable[["HookEvent"], object]
 
 
 @dataclass(frozen=True)

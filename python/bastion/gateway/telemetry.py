@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bastion.gateway.trace import RequestTrace
+    from bastion.resilience.breaker import BreakerState
+    from bastion.sampling.params import SamplingParams
 
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -32,13 +34,6 @@ def _optional(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         return None
-
-
-def breaker_state_name(state: Any) -> str:
-    """Normalise a breaker state (enum or string) to ``closed`` / ``open`` / ``half_open`` / ...."""
-    raw = getattr(state, "value", state)
-    raw = raw if isinstance(raw, str) else getattr(state, "name", str(state))
-    return str(raw).lower().replace("-", "_")
 
 
 class RequestSpan:
@@ -115,7 +110,8 @@ class Telemetry:
         """True when Prometheus metrics are being recorded."""
         return self.registry is not None
 
-    def start_request(self, *, operation: str, model: str | None, params: Any, stream: bool) -> RequestSpan:
+    def start_request(self, *, operation: str, model: str | None, params: SamplingParams,
+                      stream: bool) -> RequestSpan:
         """Open the GenAI span of a request."""
         if self._tracer is None:
             return RequestSpan(None)
@@ -124,10 +120,10 @@ class Telemetry:
             "gen_ai.provider.name": PROVIDER,
             "gen_ai.request.model": model,
             "gen_ai.request.stream": stream,
-            "gen_ai.request.max_tokens": getattr(params, "max_tokens", None),
-            "gen_ai.request.temperature": getattr(params, "temperature", None),
-            "gen_ai.request.top_p": getattr(params, "top_p", None),
-            "gen_ai.request.seed": getattr(params, "seed", None),
+            "gen_ai.request.max_tokens": params.max_tokens,
+            "gen_ai.request.temperature": params.temperature,
+            "gen_ai.request.top_p": params.top_p,
+            "gen_ai.request.seed": params.seed,
         }
         if self._legacy_system:
             attrs["gen_ai.system"] = PROVIDER
@@ -180,7 +176,7 @@ class Telemetry:
         if self.registry is not None:
             self.rate_limited.inc()
 
-    def set_breaker_state(self, backend: str, state: Any) -> None:
+    def set_breaker_state(self, backend: str, state: BreakerState) -> None:
         """Publish a backend's breaker state."""
         if self.registry is not None:
-            self.breaker_state.labels(backend).set(BREAKER_STATE_VALUES.get(breaker_state_name(state), 3))
+            self.breaker_state.labels(backend).set(BREAKER_STATE_VALUES.get(state.value, 3))

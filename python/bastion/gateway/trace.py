@@ -6,7 +6,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.audit.record import (
     AuditRecord,
@@ -19,6 +19,9 @@ from bastion.audit.record import (
 from bastion.audit.redact import redact
 from bastion.gateway.types import BackendChunk
 
+if TYPE_CHECKING:
+    from bastion.sampling.params import SamplingParams
+
 # error class -> attempt outcome recorded in the audit trail
 _ATTEMPT_OUTCOME = {"timeout": "timeout", "overloaded": "overloaded", "context_window": "context_overflow",
                     "open_breaker": "open_breaker", "guardrail": "blocked"}
@@ -29,10 +32,8 @@ def attempt_outcome(error_class: str) -> str:
     return _ATTEMPT_OUTCOME.get(error_class, "error")
 
 
-def sampling_dict(params: Any) -> dict[str, Any]:
+def sampling_dict(params: SamplingParams) -> dict[str, Any]:
     """SamplingParams as JSON-ready values (tuples become lists)."""
-    if not dataclasses.is_dataclass(params):
-        return {}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
 
 
