@@ -7,7 +7,7 @@ ticker task sleeps 1 ms in a loop during the async run and records how late it w
 event loop's worst stall while the engine thread works (target < 20 ms). Targets: async
 throughput within 10% of the batch path.
 
-    python bench/bench_async.py [--json] [--quick] [--rounds 2]
+    python -m bench.bench_async [--json] [--quick] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ import dataclasses
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import RunResult, build_prompts, emit, greedy_params, pct, run_bastion_batch, warm_up  # noqa: E402
+from bench.common import (
+    RunResult,
+    bench_parser,
+    build_prompts,
+    emit,
+    greedy_params,
+    pct,
+    run_bastion_batch,
+    warm_up,
+)
 
 
 class StallTicker:
@@ -95,7 +101,6 @@ async def run_async(engine: Any, prompts: list[list[int]], max_tokens: int, tag:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Interleave async and batch rounds on the same requests; report medians and ratios."""
     import bastion
-    import torch
 
     common = {"max_num_seqs": max(args.requests, 1), "max_num_batched_tokens": args.max_num_batched_tokens,
               "enable_prefix_caching": False}  # repeated rounds must prefill in full
@@ -117,7 +122,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     best_b = max(batch_runs, key=lambda x: x.output_tok_s)
     out: dict[str, Any] = {
         "workload": f"{args.requests} streams x {args.prompt_tokens} prompt x {args.max_tokens} output, greedy",
-        "torch_threads": torch.get_num_threads(), "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
+        "rounds": args.rounds,
         "async_tok_s": round(statistics.median(x.output_tok_s for x in async_runs), 2),
         "batch_tok_s": round(statistics.median(x.output_tok_s for x in batch_runs), 2),
         "async_over_batch": round(statistics.median(ratios), 3),
@@ -131,14 +136,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--quick``: 8 streams x 32 prompt x 16 output tokens)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved async/batch rounds (medians reported)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.quick:
         args.requests, args.prompt_tokens, args.max_tokens = 8, 32, 16

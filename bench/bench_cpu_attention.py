@@ -6,13 +6,11 @@ benchmark's steps (16 prompts of 128 tokens prefilled per chunk, then 64-way dec
 contiguous [B, Hkv, L, D] tensors, which any paged-cache user of SDPA must do; its GQA uses
 ``enable_gqa``. Each case also checks that both agree (max abs diff).
 
-    python bench/bench_cpu_attention.py [--json] [--repeats 20] [--threads N]
+    python -m bench.bench_cpu_attention [--json] [--repeats 20] [--threads N]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from bastion.ops import cpu_backend
 from tqdm import tqdm
+
+from bench.common import bench_parser, emit, use_threads
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 9, 3, 64, 16
 
@@ -118,29 +118,27 @@ def run_case(case: Case, repeats: int) -> Result:
                   diff)
 
 
+def print_table(figures: dict) -> None:
+    """One row per case: median (best) times of both, the speedup, KV bandwidth and their difference."""
+    print("median (best) ms; speedup = SDPA-over-gathered-pages / C++ medians")
+    print(f"{'case':<28}{'C++ ms':>18}{'SDPA ms':>18}{'speedup':>9}{'KV GB/s':>9}{'max|diff|':>11}")
+    for r in figures["results"]:
+        cpu = f"{r['cpu_ms']:.3f} ({r['cpu_best_ms']:.3f})"
+        sdpa = f"{r['sdpa_ms']:.3f} ({r['sdpa_best_ms']:.3f})"
+        print(f"{r['name']:<28}{cpu:>18}{sdpa:>18}{r['speedup']:>9.2f}{r['kv_gbps']:>9.2f}{r['max_abs_diff']:>11.1e}")
+
+
 def main() -> None:
     """Parse arguments, run every case, print a table (or JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser = bench_parser(__doc__, threads=True)
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (median reported)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for torch and the C++ kernels")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    cpu_backend.set_num_threads(torch.get_num_threads())
+    cpu_backend.set_num_threads(use_threads(args.threads))
     torch.manual_seed(0)
     results = [run_case(case, args.repeats) for case in tqdm(CASES, desc="cases", disable=args.json)]
-    if args.json:
-        print(json.dumps({"threads": torch.get_num_threads(), "results": [asdict(r) for r in results]}, indent=2))
-        return
-    print(f"threads={torch.get_num_threads()}  median (best) ms; speedup = SDPA-over-gathered-pages / C++ medians")
-    print(f"{'case':<28}{'C++ ms':>18}{'SDPA ms':>18}{'speedup':>9}{'KV GB/s':>9}{'max|diff|':>11}")
-    for r in results:
-        cpu = f"{r.cpu_ms:.3f} ({r.cpu_best_ms:.3f})"
-        sdpa = f"{r.sdpa_ms:.3f} ({r.sdpa_best_ms:.3f})"
-        print(f"{r.name:<28}{cpu:>18}{sdpa:>18}{r.speedup:>9.2f}{r.kv_gbps:>9.2f}{r.max_abs_diff:>11.1e}")
+    emit({"results": [asdict(r) for r in results]}, args.json, human=print_table)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ serves them one after another, as its Python API does; HF transformers (fp32, we
 from the same GGUF) runs ``generate`` in left-padded batches. All engines run in the same process,
 one after another, so a busy machine slows them alike: compare the ratios, not the absolute figures.
 
-    python bench/bench_e2e.py                  # full run, human-readable
-    python bench/bench_e2e.py --json           # one JSON object
-    python bench/bench_e2e.py --quick --json   # CI-sized
-    python bench/bench_e2e.py --device cuda    # GPU: SmolLM2 + a random-weight Llama-1B-shaped model
+    python -m bench.bench_e2e                  # full run, human-readable
+    python -m bench.bench_e2e --json           # one JSON object
+    python -m bench.bench_e2e --quick --json   # CI-sized
+    python -m bench.bench_e2e --device cuda    # GPU: SmolLM2 + a random-weight Llama-1B-shaped model
 """
 
 from __future__ import annotations
@@ -24,23 +24,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tqdm.auto import tqdm
 
-from common import (  # noqa: E402
+from bench.common import (
     LlamaCppPeer,
     RunResult,
+    bench_parser,
     build_prompts,
     emit,
     llamacpp_available,
-    num_cores,
     pct,
     profile_breakdown,
     run_bastion_batch,
     run_bastion_decode_phase,
     run_bastion_single,
+    use_threads,
     warm_up,
 )
-from tqdm.auto import tqdm  # noqa: E402
 
 LLAMA_1B_SHAPE = {  # Llama-3.2-1B, except the vocabulary: SmolLM2's tokenizer is reused (49152)
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
@@ -136,19 +136,15 @@ def bastion_figures(llm: Any, prompts: list[list[int]], max_tokens: int, prefix:
 def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     """The CPU comparison: bastion, llama-cpp-python and (optionally) HF on the same prompts."""
     import bastion
-    import torch
     from bastion.model import default_model_path
 
-    cores = num_cores()
-    torch.set_num_threads(cores)
+    threads = use_threads(args.threads)
     model_path = default_model_path()
-    llm = bastion.LLM(num_threads=cores, max_num_seqs=max(args.requests, 1), enable_prefix_caching=False,
+    llm = bastion.LLM(num_threads=threads, max_num_seqs=max(args.requests, 1), enable_prefix_caching=False,
                       max_num_batched_tokens=args.max_num_batched_tokens)
     prompts = build_prompts(llm.tokenizer, args.requests, args.prompt_tokens)
     result: dict[str, Any] = {"workload": f"{args.requests} req x {args.prompt_tokens} prompt x "
-                                          f"{args.max_tokens} output, greedy, ignore_eos",
-                              "cores": cores, "torch_threads": torch.get_num_threads(),
-                              "date": time.strftime("%Y-%m-%d %H:%M")}
+                                          f"{args.max_tokens} output, greedy, ignore_eos"}
     figures = bastion_figures(llm, prompts, args.max_tokens, "bastion")
     result.update(figures)
     if args.profile:
@@ -156,7 +152,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
             lambda: run_bastion_batch(llm, prompts, args.max_tokens))
     result["bastion_tok_s"] = figures["bastion_output_tok_s"]
     if llamacpp_available() and not args.skip_llamacpp:
-        peer = LlamaCppPeer(model_path, n_ctx=args.prompt_tokens + args.max_tokens + 64, n_threads=cores)
+        peer = LlamaCppPeer(model_path, n_ctx=args.prompt_tokens + args.max_tokens + 64, n_threads=threads)
         peer.generate(prompts[0][:16], 2)  # warm-up
         lc = peer.run(prompts, args.max_tokens, progress=not args.json)
         result.update({f"llamacpp_{k}": v for k, v in lc.summary().items()})
@@ -181,8 +177,7 @@ def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from bastion.model import default_model_path
 
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0),
-                              "date": time.strftime("%Y-%m-%d %H:%M")}
+    result: dict[str, Any] = {}
     llm = bastion.LLM(device="cuda", max_num_seqs=max(args.requests, 1), enable_prefix_caching=False,
                       max_num_batched_tokens=args.max_num_batched_tokens)
     prompts = build_prompts(llm.tokenizer, args.requests, args.prompt_tokens)
@@ -207,7 +202,7 @@ def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--quick`` shrinks the workload for CI)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, threads=True)
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -218,7 +213,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also a cProfile breakdown of bastion's batched run")
     ap.add_argument("--quick", action="store_true", help="8 requests x 32 prompt x 16 output tokens")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.quick:
         args.requests, args.prompt_tokens, args.max_tokens, args.hf_batch = 8, 32, 16, 8

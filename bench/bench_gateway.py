@@ -6,19 +6,20 @@ machine's load hits both. "All checks on" = rate limiter, default guardrail pipe
 streaming output), circuit breaker fed by engine health, hooks, and a hash-chained audit log with
 ``fsync="always"``. Prints the throughput loss in percent (target < 5%).
 
-    python bench/bench_gateway.py [--streams 64] [--max-tokens 32] [--rounds 3] [--json]
+    python -m bench.bench_gateway [--streams 64] [--max-tokens 32] [--rounds 3] [--threads N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import bench_parser, emit, use_threads
 
 PROMPTS = [
     "Write a short note about the sea number {i}.",
@@ -124,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bastion import AsyncLLM
 
     llm = AsyncLLM(args.model, max_model_len=256, num_kv_blocks=args.streams * 8, max_num_seqs=args.streams,
-                   num_threads=args.num_threads)
+                   num_threads=use_threads(args.threads))
     prompts = [PROMPTS[i % len(PROMPTS)].format(i=i) for i in range(args.streams)]
     with tempfile.TemporaryDirectory() as tmp:
         audit_path = Path(tmp) / "bench_audit.jsonl"
@@ -156,28 +157,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def print_summary(figures: dict[str, Any]) -> None:
+    """The figures in words."""
+    print(f"{figures['streams']} streams x {figures['max_tokens']} tokens, median of {figures['rounds']} rounds")
+    print(f"  AsyncLLM direct : {figures['direct_tokens_per_s']:9.1f} tok/s")
+    print(f"  through Gateway : {figures['gateway_tokens_per_s']:9.1f} tok/s  (all checks on)")
+    print(f"  throughput loss : {figures['throughput_loss_pct']:6.2f} %  (target < 5%)")
+    print(f"  audit trail     : {figures['audit_records']} records, chain ok = {figures['audit_chain_ok']}")
+    print(f"  Gateway CPU cost: {figures['gateway_cpu_us_per_token']:6.1f} us/token (zero-cost backend)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print a summary (or JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__, threads=True)
     parser.add_argument("--model", default=None, help="GGUF file or HF directory (default: embedded SmolLM2)")
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--num-threads", type=int, default=None)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.streams < 1 or args.max_tokens < 1 or args.rounds < 1:
         parser.error("--streams, --max-tokens and --rounds must be >= 1")
-    figures = asyncio.run(run(args))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        print(f"{figures['streams']} streams x {figures['max_tokens']} tokens, median of {figures['rounds']} rounds")
-        print(f"  AsyncLLM direct : {figures['direct_tokens_per_s']:9.1f} tok/s")
-        print(f"  through Gateway : {figures['gateway_tokens_per_s']:9.1f} tok/s  (all checks on)")
-        print(f"  throughput loss : {figures['throughput_loss_pct']:6.2f} %  (target < 5%)")
-        print(f"  audit trail     : {figures['audit_records']} records, chain ok = {figures['audit_chain_ok']}")
-        print(f"  Gateway CPU cost: {figures['gateway_cpu_us_per_token']:6.1f} us/token (zero-cost backend)")
+    emit(asyncio.run(run(args)), args.json, human=print_summary)
     return 0
 
 

@@ -9,13 +9,11 @@ Times come from CUDA events around the kernel alone, with L2 flushed before ever
 SDPA runs on K/V already gathered into dense [batch, kv_heads, ctx, head_dim] tensors (the gather is
 not timed): it is the "KV was contiguous" reference, not a paged kernel.
 
-Usage: python bench/bench_kernels.py [--json out.json] [--reps 30] [--batches 1 64] [--contexts 2048]
+Usage: python -m bench.bench_kernels [--json] [--reps 30] [--batches 1 64] [--contexts 2048]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -23,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from bench.common import bench_parser, emit
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 32, 8, 128, 16
 DTYPE = torch.bfloat16
@@ -119,7 +119,9 @@ def paged_methods(case: dict[str, torch.Tensor]) -> dict[str, Callable[[], torch
     except ImportError as exc:
         print(f"bastion.kernels.paged_attention not importable, skipping Triton: {exc}", file=sys.stderr)
     else:
-        num_sms = torch.cuda.get_device_properties(case["q"].device).multi_processor_count  # as the ops backend
+        from bastion.ops.gpu import sm_count
+
+        num_sms = sm_count(case["q"].device)  # as the ops backend
         methods["bastion_triton"] = lambda: triton_paged_attention(*args, out=out, num_sms=num_sms)
     return methods
 
@@ -147,18 +149,18 @@ def bench_case(
     return results
 
 
-def print_table(results: list[Result], copy_rate: float, device_name: str) -> None:
-    print(f"\n{device_name}: device-to-device copy {copy_rate:.0f} GB/s (100%)")
+def print_table(figures: dict) -> None:
+    """One row per (shape, method): median time, bandwidth, share of the copy rate, difference to SDPA."""
+    print(f"\ndevice-to-device copy {figures['copy_gbps']:.0f} GB/s (100%)")
     print(f"{'batch':>5} {'ctx':>6} {'method':<15} {'median us':>10} {'GB/s':>8} {'% copy':>7} {'|diff|':>8}")
-    for r in results:
-        print(f"{r.batch:>5} {r.context:>6} {r.method:<15} {r.median_us:>10.1f} {r.gbps:>8.0f} "
-              f"{r.pct_of_copy:>6.1f}% {r.max_abs_diff_vs_sdpa:>8.1e}")
+    for r in figures["results"]:
+        print(f"{r['batch']:>5} {r['context']:>6} {r['method']:<15} {r['median_us']:>10.1f} {r['gbps']:>8.0f} "
+              f"{r['pct_of_copy']:>6.1f}% {r['max_abs_diff_vs_sdpa']:>8.1e}")
 
 
 def main() -> None:
-    """Parse arguments, run the sweep, print the table and optionally write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="also write results (and the copy bandwidth) to this file")
+    """Parse arguments, run the sweep, print the table (or JSON)."""
+    parser = bench_parser(__doc__)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
@@ -182,17 +184,13 @@ def main() -> None:
         for context in args.contexts:
             results.extend(bench_case(batch, context, copy_rate, flusher, args.reps, args.warmup, gen))
             torch.cuda.empty_cache()
-    device_name = torch.cuda.get_device_name(device)
-    print_table(results, copy_rate, device_name)
-    if args.json:
-        payload = {
-            "device": device_name, "torch": torch.__version__, "copy_gbps": copy_rate,
-            "shape": {"num_heads": NUM_HEADS, "num_kv_heads": NUM_KV_HEADS, "head_dim": HEAD_DIM,
-                      "block_size": BLOCK_SIZE, "dtype": str(DTYPE)},
-            "results": [asdict(r) for r in results],
-        }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+    figures = {
+        "copy_gbps": copy_rate,
+        "shape": {"num_heads": NUM_HEADS, "num_kv_heads": NUM_KV_HEADS, "head_dim": HEAD_DIM,
+                  "block_size": BLOCK_SIZE, "dtype": str(DTYPE)},
+        "results": [asdict(r) for r in results],
+    }
+    emit(figures, args.json, human=print_table)
 
 
 if __name__ == "__main__":

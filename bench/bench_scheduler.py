@@ -6,25 +6,24 @@ mix into the decode steps). The same seed gives both schedulers identical traffi
 implement one policy, identical decisions. Only scheduler calls are timed: step() (which in
 Python includes building the flat numpy arrays), update() and add_request() for arrivals.
 
-    python bench/bench_scheduler.py            # table
-    python bench/bench_scheduler.py --json     # one JSON object on stdout
+    python -m bench.bench_scheduler            # table
+    python -m bench.bench_scheduler --json     # one JSON object on stdout
+
+The reference scheduler is the test oracle of tests/core (``tests.helpers.ref_scheduler``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ref_scheduler import RefScheduler  # noqa: E402
+from bench.common import bench_parser, emit
+from tests.helpers.ref_scheduler import RefScheduler
 
 BLOCK_SIZE = 16
 PROMPT_LEN = (32, 128)
@@ -142,18 +141,13 @@ def print_table(result: dict) -> None:
 
 def main() -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024], help="running-request counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
     if any(n <= 0 for n in args.sizes):
         parser.error("--sizes must be positive")
-    result = measure(sorted(set(args.sizes)), args.seed)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    emit(measure(sorted(set(args.sizes)), args.seed), args.json, human=print_table)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,28 @@
-"""Shared helpers of the end-to-end benchmarks: prompts, latency statistics and the bastion runs.
+"""What every benchmark shares: its command line, its output, and the workloads of the end-to-end ones.
 
-Used by ``bench_e2e.py``, ``bench_async.py`` and ``tests/bench`` so all of them measure exactly the
-same workload (including the llama-cpp-python peer). Every figure comes from wall-clock times of a
-real run; nothing is estimated.
+Every ``bench/`` script parses its options with ``bench_parser`` and prints through ``emit``: with
+``--json`` stdout carries exactly one JSON object, the figures plus an ``environment`` block (date,
+CPU, threads, versions: ``environment()``), and nothing else; without it, aligned ``key: value``
+lines (or the script's own table) after the same environment. The end-to-end benchmarks and
+``tests/bench`` also share the prompts, latency statistics and the bastion and llama-cpp-python runs
+here, so all of them measure exactly the same workload. Every figure comes from wall-clock times of
+a real run; nothing is estimated.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import os
+import platform
 import statistics
+import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -208,10 +218,85 @@ def median_ratio(pairs: Sequence[tuple[float, float]]) -> float:
     return statistics.median(a / b for a, b in pairs)
 
 
-def emit(result: dict[str, Any], as_json: bool) -> None:
-    """Print ``result`` as one JSON object, or as aligned ``key: value`` lines."""
+def bench_parser(description: str, *, threads: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of a benchmark: ``description`` (its module docstring) and the shared options.
+
+    ``--json``: print one JSON object on stdout (see ``emit``). With ``threads``, also ``--threads N``:
+    the threads of torch and the C++ kernels (default: every core; see ``use_threads``).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (the figures and an 'environment' block) and nothing else")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="torch and C++ kernel threads (default: all cores)")
+    return parser
+
+
+def use_threads(requested: int | None) -> int:
+    """Set torch to ``requested`` threads (every core when None) and return that count."""
+    import torch
+
+    threads = requested or num_cores()
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Where and when the figures were measured: UTC date, commit, CPU model, usable cores, torch threads
+    (as the run left them), the GPU when torch sees one, and the versions of Python and the packages
+    that decide the figures (None: not installed)."""
+    import torch
+
+    env: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": _commit(), "cpu": _cpu_model(),
+        "cores": num_cores(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "versions": {name: _version(name) for name in ("bastion", "torch", "triton", "numpy", "llama-cpp-python",
+                                                        "transformers")},
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Print ``result`` with the ``environment()`` block: as one JSON object on stdout (``--json``), or
+    as aligned ``key: value`` lines (``human(result)`` instead of the figures' lines, when given)."""
+    env = environment()
     if as_json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps({"environment": env, **result}, sort_keys=True))
+        return
+    for key, value in env.items():
+        print(f"{key:>28}: {value}")
+    if human is not None:
+        human(result)
         return
     for key, value in result.items():
         print(f"{key:>28}: {value}")

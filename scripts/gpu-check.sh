@@ -6,8 +6,8 @@
 #   tests     the kernel test suite on the GPU, Triton interpreter off, bf16 included;
 #   engine    the engine on the GPU: CUDA-graph replay against eager (tests/engine/test_cuda_graphs.py);
 #   memcheck  compute-sanitizer memcheck on a small decode + KV-write case;
-#   bench     bench/bench_kernels.py --json;
-#   e2e       bench/bench_e2e.py --device cuda --json (SmolLM2 and a random Llama-1B shape, HF when installed).
+#   bench     python -m bench.bench_kernels --json;
+#   e2e       python -m bench.bench_e2e --device cuda --json (SmolLM2 and a random Llama-1B shape, HF when installed).
 # Usage: scripts/gpu-check.sh OUTDIR [STEP...]   (default: every step), then commit OUTDIR as
 # bench/results/<date>-<device>/. Naming steps splits a run that would not fit one time-limited call:
 # later calls without "build" reuse the installed build of an earlier one ($BASTION_GPU_CHECK_DIR).
@@ -102,10 +102,11 @@ sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-san
 want memcheck && step memcheck "$out/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 1 \
   --target-processes all python -m pytest -q -p no:cacheprovider tests/kernels/test_cuda_kernels.py -k smoke
 
-want bench && step bench "$out/bench_kernels.txt" python bench/bench_kernels.py --json "$out/bench_kernels.json"
 # stdout (the JSON object) to its own file; progress bars and warnings go to the log
+want bench && step bench "$out/bench_kernels.log" \
+  bash -c 'python -m bench.bench_kernels --json > "$1"' _ "$out/bench_kernels.json"
 want e2e && step "bench e2e" "$out/bench_e2e.log" \
-  bash -c 'python bench/bench_e2e.py --device cuda --json > "$1"' _ "$out/bench_e2e.json"
+  bash -c 'python -m bench.bench_e2e --device cuda --json > "$1"' _ "$out/bench_e2e.json"
 
 cat "$summary"
 if [[ ${#failed[@]} -gt 0 ]]; then

@@ -7,9 +7,10 @@ import sqlite3
 import threading
 
 import pytest
-from audit_helpers import make_record, write_trail
 from bastion.audit import AuditError, AuditLog, verify
 from bastion.audit.chain import GENESIS_HASH, record_hash
+
+from .audit_helpers import make_record, write_trail
 
 SUFFIXES = [".jsonl", ".db", ".sqlite"]
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from audit_helpers import make_record
 from bastion.audit import AuditRecord, ContentPolicy
 from bastion.audit.redact import luhn_valid, redact
 from bastion.cli_audit import audit_record_schema
 from hypothesis import given
 from hypothesis import strategies as st
+
+from .audit_helpers import make_record
 
 SECRETS = [
     ("card 4111 1111 1111 1111 exp 12/29", "4111", "card"),

@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from audit_helpers import write_trail
 from bastion.audit import verify
 from bastion.audit.chain import canonical_json, record_hash
+
+from .audit_helpers import write_trail
 
 
 @pytest.fixture

@@ -10,16 +10,12 @@ AsyncLLM must not lose more than half the batch throughput.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from common import LlamaCppPeer, build_prompts, llamacpp_available, run_bastion_batch, warm_up  # noqa: E402
+from bench.common import LlamaCppPeer, build_prompts, llamacpp_available, run_bastion_batch, warm_up
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +99,9 @@ def test_single_stream_decoder_beats_module_path_and_keeps_up_with_llamacpp() ->
     GGUF (measured 0.85-1.05x on a quiet 2-core host; the floor only catches a collapse)."""
     from argparse import Namespace
 
-    import bench_cpu_decode
     import torch
+
+    from bench import bench_cpu_decode
 
     # the suite's thread count (1 per xdist worker in CI): a 2-thread team beside a busy worker would
     # measure OpenMP waits, not the decoder

@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import NO_IDS, core, make_scheduler, step_and_sample, tokens
+
+from .core_helpers import NO_IDS, core, make_scheduler, step_and_sample, tokens
 
 
 @pytest.mark.parametrize(

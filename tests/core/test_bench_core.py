@@ -4,13 +4,9 @@ the same policy measured in the same run, never absolute times (machines differ,
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_scheduler import SteadyStateWorkload, cpp_factory, ref_factory  # noqa: E402
+from bench.bench_scheduler import SteadyStateWorkload, cpp_factory, ref_factory
 
 RUNNING = 128
 STEPS = 10

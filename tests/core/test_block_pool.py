@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_scheduler, step_and_sample, tokens
+
+from .core_helpers import make_scheduler, step_and_sample, tokens
 
 
 def test_fresh_pool_hands_out_blocks_in_id_order() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import core, make_scheduler, step_and_sample, tokens
+
+from .core_helpers import core, make_scheduler, step_and_sample, tokens
 
 
 def three_running(policy: str, priorities: tuple[int, int, int]) -> core.Scheduler:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_scheduler, step_and_sample, tokens
+
+from .core_helpers import make_scheduler, step_and_sample, tokens
 
 
 def finished_prompt(s, req_id: int, prompt: np.ndarray, **kwargs) -> None:

@@ -10,8 +10,9 @@ import random
 
 import numpy as np
 import pytest
-from conftest import core
-from ref_scheduler import RefScheduler
+
+from ..helpers.ref_scheduler import RefScheduler
+from .core_helpers import core
 
 FIELDS = ("req_ids", "num_scheduled_tokens", "input_ids", "positions", "slot_mapping", "cu_seqlens_q", "seq_lens",
           "block_table", "do_sample", "logits_indices", "preempted_ids", "finished_ids")

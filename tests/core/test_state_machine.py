@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from conftest import NO_IDS, core, make_scheduler
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from .core_helpers import NO_IDS, core, make_scheduler
 
 StepOutput = core.StepOutput
 

@@ -3,7 +3,6 @@ and a backend that cannot run here is refused when the engine is built, naming t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import bastion
@@ -13,8 +12,7 @@ from bastion import SamplingParams
 from bastion.engine.cuda_graphs import graph_blockers
 from bastion.ops import available_backends, dispatch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
-from tiny_models import TINY_VOCAB, save_with_tokenizer  # noqa: E402
+from ..helpers.tiny_models import TINY_VOCAB, save_with_tokenizer
 
 # different lengths; with 8 tokens a step the long one is chunked, so steps mix prefill and decode
 PROMPTS = [[5, 9, 17], [3 + i for i in range(11)], [100 + 3 * i for i in range(6)]]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from bastion.audit import AuditLog
-from gateway_helpers import FakeClock
+
+from .gateway_helpers import FakeClock
 
 
 @pytest.fixture

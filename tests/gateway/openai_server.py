@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fault_backends import SCRIPT
+from .fault_backends import SCRIPT
 
 _ERRORS = {
     "http-429": (429, {"Retry-After": "2"}, "rate limit reached"),

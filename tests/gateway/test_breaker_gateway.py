@@ -5,8 +5,9 @@ from __future__ import annotations
 from bastion.gateway import BackendHealth, BackendUnavailable, Gateway, RetryPolicy
 from bastion.resilience.breaker import BreakerConfig, BreakerState, HealthPolicy
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT, ScriptedBackend
-from gateway_helpers import QUICK_BREAKER, read_records
+
+from .fault_backends import SCRIPT, ScriptedBackend
+from .gateway_helpers import QUICK_BREAKER, read_records
 
 PARAMS = SamplingParams(max_tokens=8)
 

@@ -15,8 +15,9 @@ from bastion.gateway import (
     Timeouts,
 )
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT, ScriptedBackend
-from gateway_helpers import read_records
+
+from .fault_backends import SCRIPT, ScriptedBackend
+from .gateway_helpers import read_records
 
 PARAMS = SamplingParams(max_tokens=64, temperature=0.0)
 NO_RETRY = RetryPolicy(retries={})

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from bastion.gateway import BackendHealth, BackendUnavailable, Gateway, HedgePolicy
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT, ScriptedBackend
-from gateway_helpers import read_records
+
+from .fault_backends import SCRIPT, ScriptedBackend
+from .gateway_helpers import read_records
 
 HEDGE = HedgePolicy(delay_s=0.1)
 WHOLE = SamplingParams(max_tokens=64)  # room for the whole script

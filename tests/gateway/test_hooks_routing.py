@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from bastion.gateway import BackendUnavailable, Gateway, Hooks, RetryPolicy, Telemetry
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT, ScriptedBackend
+
+from .fault_backends import SCRIPT, ScriptedBackend
 
 PARAMS = SamplingParams(max_tokens=4)
 

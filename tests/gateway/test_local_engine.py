@@ -9,9 +9,10 @@ from bastion.audit import verify
 from bastion.gateway import Gateway, OpenAIBackend, RetryPolicy
 from bastion.resilience.guardrails import BannedSubstringsGuard, GuardrailPipeline
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT
-from gateway_helpers import read_records
-from openai_server import OpenAIServer
+
+from .fault_backends import SCRIPT
+from .gateway_helpers import read_records
+from .openai_server import OpenAIServer
 
 pytestmark = pytest.mark.timeout(300)
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)

@@ -19,9 +19,10 @@ from bastion.gateway import (
     UpstreamServerError,
 )
 from bastion.sampling import SamplingParams
-from fault_backends import SCRIPT, ScriptedBackend
-from gateway_helpers import read_records
-from openai_server import OpenAIServer
+
+from .fault_backends import SCRIPT, ScriptedBackend
+from .gateway_helpers import read_records
+from .openai_server import OpenAIServer
 
 PARAMS = SamplingParams(max_tokens=64, temperature=0.5, stop=["END"])
 CHAT = [{"role": "user", "content": "hi"}]

@@ -11,7 +11,8 @@ from bastion.gateway import Gateway, RetryPolicy, Telemetry, Timeouts
 from bastion.gateway.guarding import OutputGate, output_guard_factory
 from bastion.gateway.openai_backend import iter_sse_data
 from bastion.resilience.guardrails import BannedSubstringsGuard, GuardrailPipeline
-from fault_backends import ScriptedBackend
+
+from .fault_backends import ScriptedBackend
 
 
 async def _lines(items):

@@ -9,8 +9,9 @@ from bastion.gateway import Gateway, RetryPolicy
 from bastion.resilience.guardrails import default_pipeline
 from bastion.resilience.ratelimit import RateLimit, RateLimiter
 from bastion.sampling import SamplingParams
-from fault_backends import ScriptedBackend
-from gateway_helpers import read_records
+
+from .fault_backends import ScriptedBackend
+from .gateway_helpers import read_records
 
 PARAMS = SamplingParams(max_tokens=64)
 SECRET = "AKIAIOSFODNN7EXAMPLE"

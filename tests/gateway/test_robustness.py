@@ -9,10 +9,11 @@ from bastion.audit import AuditLog, verify
 from bastion.errors import BastionError
 from bastion.gateway import Gateway, GatewayResult
 from bastion.resilience.guardrails import default_pipeline
-from fault_backends import ScriptedBackend
-from gateway_helpers import read_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from .fault_backends import ScriptedBackend
+from .gateway_helpers import read_records
 
 CLEAR_ERRORS = (ValueError, TypeError, BastionError)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

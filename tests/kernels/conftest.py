@@ -11,15 +11,13 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
 
-# The paged-batch builder and the float64 oracles are shared with tests/ops (one module, ops_helpers).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
-import ops_helpers  # noqa: E402
-from ops_helpers import PagedBatch  # noqa: E402
+# The paged-batch builder and the float64 oracles are shared with tests/ops.
+from ..helpers import paged_batches
+from ..helpers.paged_batches import PagedBatch
 
 # Set when bastion.kernels was imported (decorated) before this file could switch the interpreter on:
 # its kernels would then need a GPU driver, so the Triton tests fail fast with this explanation.
@@ -34,7 +32,7 @@ if not torch.cuda.is_available():
 @pytest.fixture(autouse=True)
 def _kernels_decorated_for_this_machine(request: pytest.FixtureRequest) -> None:
     """Fail the Triton tests (only those) with the reason when the interpreter was switched on too late."""
-    if LATE_INTERPRETER and request.node.module.__name__.startswith("test_triton"):
+    if LATE_INTERPRETER and request.path.name.startswith("test_triton"):
         pytest.fail(LATE_INTERPRETER)
 
 
@@ -46,20 +44,20 @@ def device() -> torch.device:
 
 @pytest.fixture
 def make_paged_batch(device: torch.device) -> Callable[..., PagedBatch]:
-    """Factory for ``PagedBatch`` on the test device (see ``ops_helpers.make_paged_batch``)."""
-    return functools.partial(ops_helpers.make_paged_batch, device=device)
+    """Factory for ``PagedBatch`` on the test device (see ``paged_batches.make_paged_batch``)."""
+    return functools.partial(paged_batches.make_paged_batch, device=device)
 
 
 @pytest.fixture
 def attention_oracle() -> Callable[..., torch.Tensor]:
-    """float64 reference attention of a ``PagedBatch``, gathered token by token (``ops_helpers.attention_oracle``).
+    """float64 reference attention of a ``PagedBatch``, gathered token by token (``paged_batches.attention_oracle``).
 
     Only the valid tokens of each sequence are gathered, so CANARY pages never reach the reference.
     """
-    return ops_helpers.attention_oracle
+    return paged_batches.attention_oracle
 
 
-# Tolerances vs a float64 oracle (KERNELS.md D.2): fp32 1e-5; fp16 inputs 2e-3; bf16 (8-bit mantissa, the
+# Tolerances vs a float64 oracle: fp32 1e-5; fp16 inputs 2e-3; bf16 (8-bit mantissa, the
 # GPU serving dtype) 2e-2.
 TOLERANCES = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 

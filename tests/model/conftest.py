@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import transformers_from_gguf
+
+from .model_helpers import transformers_from_gguf
 
 
 @pytest.fixture(scope="session", autouse=True)

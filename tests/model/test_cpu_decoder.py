@@ -6,9 +6,10 @@ import pytest
 import torch
 from bastion.model import load_model
 from bastion.model.cpu_decoder import CpuDecoder
-from gguf_builder import write_llama_gguf
-from model_helpers import PagedSequences
-from tiny_models import tiny_model
+
+from ..helpers.gguf_builder import write_llama_gguf
+from ..helpers.tiny_models import tiny_model
+from .model_helpers import PagedSequences
 
 gguf = pytest.importorskip("gguf")
 

@@ -13,9 +13,10 @@ from bastion.model import default_model_path, load_model
 from bastion.model.gguf_file import unpermute_qk
 from bastion.model.safetensors_mmap import load_mmap
 from bastion.model.weight_cache import converted_dir
-from gguf_builder import llama_cpp_permute, write_llama_gguf
-from model_helpers import max_logit_diff_vs_transformers
-from tiny_models import TINY_VOCAB, tiny_model
+
+from ..helpers.gguf_builder import llama_cpp_permute, write_llama_gguf
+from ..helpers.tiny_models import TINY_VOCAB, tiny_model
+from .model_helpers import max_logit_diff_vs_transformers
 
 IDS = torch.randint(3, TINY_VOCAB, (20,), generator=torch.Generator().manual_seed(1)).tolist()
 

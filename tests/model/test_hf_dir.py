@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from bastion.model import load_model
-from model_helpers import max_logit_diff_vs_transformers
-from tiny_models import CHAT_TEMPLATE, TINY_VOCAB, save_with_tokenizer, tiny_model
+
+from ..helpers.tiny_models import CHAT_TEMPLATE, TINY_VOCAB, save_with_tokenizer, tiny_model
+from .model_helpers import max_logit_diff_vs_transformers
 
 IDS = torch.randint(3, TINY_VOCAB, (24,), generator=torch.Generator().manual_seed(0)).tolist()
 

@@ -10,9 +10,10 @@ from bastion.model import load_model
 from bastion.model.cpu_decoder import CpuDecoder
 from bastion.model.quant_weights import quantized_weights
 from bastion.model.quantize_on_load import quantize_model
-from gguf_builder import write_llama_gguf
-from model_helpers import PagedSequences
-from tiny_models import save_with_tokenizer, tiny_model
+
+from ..helpers.gguf_builder import write_llama_gguf
+from ..helpers.tiny_models import save_with_tokenizer, tiny_model
+from .model_helpers import PagedSequences
 
 gguf = pytest.importorskip("gguf")
 

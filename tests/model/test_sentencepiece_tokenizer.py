@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from bastion.model import Tokenizer
 from bastion.model.gguf_file import read_gguf_metadata
-from gguf_builder import write_sentencepiece_gguf
+
+from ..helpers.gguf_builder import write_sentencepiece_gguf
 
 TEXTS = ["hello world", "the world in a", "Hello, world!", "ünïcode ✓", "  two  spaces", "</s>hello"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from bastion.model import load_model
-from model_helpers import PagedSequences, greedy_bastion, greedy_transformers
+
+from .model_helpers import PagedSequences, greedy_bastion, greedy_transformers
 
 NUM_TOKENS = 32
 LOGIT_ATOL = 2e-3  # fp32 both sides; measured max |diff| ~6e-5

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bastion.ops as ops
 import pytest
 import torch
-from ops_helpers import cos_sin_cache, rope_oracle
+
+from ..helpers.paged_batches import cos_sin_cache, rope_oracle
 
 TOL = {"atol": 2e-5, "rtol": 2e-5}
 

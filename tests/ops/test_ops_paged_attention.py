@@ -6,7 +6,8 @@ import bastion.ops as ops
 import pytest
 import torch
 from bastion.ops import cpu_backend
-from ops_helpers import PagedBatch, attention_oracle, make_paged_batch
+
+from ..helpers.paged_batches import PagedBatch, attention_oracle, make_paged_batch
 
 FP32_TOL = {"atol": 2e-5, "rtol": 1e-5}
 

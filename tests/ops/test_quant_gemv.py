@@ -7,9 +7,6 @@ against the reference implementation, not against our reading of it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,8 +15,7 @@ from bastion.ops import cpu_backend
 gguf = pytest.importorskip("gguf")
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # the GGUF test builders live there
-from gguf_builder import K_QUANT_SCALE_BYTES, random_blocks  # noqa: E402
+from ..helpers.gguf_builder import K_QUANT_SCALE_BYTES, random_blocks  # noqa: E402
 
 TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
 

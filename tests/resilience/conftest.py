@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from resilience_helpers import FakeClock
+
+from .resilience_helpers import FakeClock
 
 
 @pytest.fixture

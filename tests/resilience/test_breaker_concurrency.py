@@ -7,7 +7,8 @@ import threading
 
 import pytest
 from bastion.resilience.breaker import BreakerConfig, BreakerState, CallNotPermitted, CircuitBreaker
-from resilience_helpers import FakeClock
+
+from .resilience_helpers import FakeClock
 
 
 def opened_breaker(clock: FakeClock, probes: int) -> CircuitBreaker:

@@ -11,7 +11,8 @@ from bastion.resilience.breaker import (
     HealthPolicy,
     StateTransition,
 )
-from resilience_helpers import FakeClock
+
+from .resilience_helpers import FakeClock
 
 
 def small(clock: FakeClock, **overrides: object) -> CircuitBreaker:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from bastion.errors import BastionError
 from bastion.resilience.breaker import BreakerConfig, BreakerState, CallNotPermitted, CircuitBreaker
-from resilience_helpers import FakeClock
+
+from .resilience_helpers import FakeClock
 
 
 def fail(breaker: CircuitBreaker, n: int = 1, duration: float = 0.01) -> None:

@@ -7,7 +7,8 @@ import threading
 import pytest
 from bastion.errors import RateLimited
 from bastion.resilience.ratelimit import RateLimit, RateLimiter, ReservationTooLarge
-from resilience_helpers import FakeClock
+
+from .resilience_helpers import FakeClock
 
 
 def test_requests_refill_continuously_and_retry_after_is_exact(clock: FakeClock) -> None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 from bastion.sampling.params import SamplingParams
 from bastion.sampling.sampler import Sampler
-from sampling_helpers import make_states
+
+from .sampling_helpers import make_states
 
 VOCAB = 24
 DRAWS = 40_000

@@ -11,7 +11,8 @@ from bastion.sampling.penalties import apply_penalties, mask_stop_tokens_below_m
 from bastion.sampling.sampler import Sampler
 from bastion.sampling.state import SequenceState
 from bastion.sampling.token_counts import TokenCounts
-from sampling_helpers import make_states
+
+from .sampling_helpers import make_states
 
 LOGITS = [2.0, -1.0, 0.5, 3.0, -2.0, 0.0]
 PROMPT = [0, 4]

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 core = pytest.importorskip("bastion._core")
-
-# bench/ holds the pure-Python reference scheduler used as an oracle.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 NO_IDS = np.zeros(0, dtype=np.int64)
 

@@ -1,8 +1,8 @@
 """Builders of random paged batches and float64 oracles written independently of bastion.ops.
 
-Shared by tests/ops and tests/kernels (whose conftest puts this directory on ``sys.path``).
+Shared by tests/ops and tests/kernels.
 
-The attention oracle follows KERNELS.md D.2: gather every cached token one by one through the
+The attention oracle gathers every cached token one by one through the
 block table, repeat the KV heads per group, and compute masked softmax(q k^T * scale) v in float64
 with plain torch ops (not SDPA), so it shares no numerics with any backend.
 """

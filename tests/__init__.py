@@ -1,0 +1,1 @@
+"""The test suite, a package: helpers are imported package-relative (``from .audit_helpers import ...``)."""
