@@ -171,20 +171,20 @@ void bastion_bindings::bind_cpu(py::module_& m) {
   sub.def(
       "dequantize_rows",
       [](std::uintptr_t w, int ggml_type, int64_t K, std::uintptr_t rows, int64_t first, int64_t num_rows,
-         std::uintptr_t out, int threads) {
+         std::uintptr_t out, bool bf16_out, int threads) {
         bool ok;
         {
           py::gil_scoped_release release;
           ok = cpu::dequantize_rows(as_ptr<const uint8_t>(w), ggml_type, K, as_ptr<const int64_t>(rows), first,
-                                    num_rows, as_ptr<float>(out), threads);
+                                    num_rows, as_ptr<void>(out), bf16_out, threads);
         }
         if (!ok) {
           throw std::invalid_argument("dequantize_rows: ggml type " + std::to_string(ggml_type) +
                                       " is not read, or K=" + std::to_string(K) + " is not a multiple of its block");
         }
       },
-      "out[r] = fp32 row rows[r] (int64 pointer; 0 = rows first, first + 1, ...) of W [N, K] stored as ggml type "
-      "ggml_type (F32, F16, BF16 or a quant_matmul type).");
+      "out[r] = row rows[r] (int64 pointer; 0 = rows first, first + 1, ...) of W [N, K] stored as ggml type "
+      "ggml_type (F32, F16, BF16 or a quant_matmul type), as fp32 or (bf16_out) bf16.");
   sub.def(
       "attention_plan",
       [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> seq_lens,

@@ -198,6 +198,25 @@ void dequantize_bf16_row(const uint8_t* row, int64_t K, float* out) {
   }
 }
 
+// fp32 -> bf16, rounded to nearest even (the values are finite weights: no NaN handling needed).
+void float_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i bits = _mm256_castps_si256(_mm256_loadu_ps(x + i));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), one);
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(bias, odd)), 16);
+    // pack the 8 low halves: packus works per 128-bit lane, so the permute puts the halves in order
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+  }
+  for (; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    out[i] = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+  }
+}
+
 using RowDecoder = void (*)(const uint8_t*, int64_t, float*);
 
 // The row decoder of a ggml type and the bytes of one row of K values; nullptr for a type not read.
@@ -274,14 +293,23 @@ void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t
 }
 
 bool dequantize_rows(const uint8_t* w, int ggml_type, int64_t K, const int64_t* rows, int64_t first, int64_t num_rows,
-                     float* out, int num_threads) {
+                     void* out, bool bf16_out, int num_threads) {
   int64_t row_bytes = 0;
   const RowDecoder decode = row_decoder(ggml_type, K, row_bytes);
   if (decode == nullptr) return false;
-#pragma omp parallel for num_threads(std::max(1, num_threads)) schedule(static) if (num_rows * K >= (1 << 16))
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const int64_t source = rows != nullptr ? rows[r] : first + r;
-    decode(w + source * row_bytes, K, out + r * K);
+#pragma omp parallel num_threads(std::max(1, num_threads)) if (num_rows * K >= (1 << 16))
+  {
+    std::vector<float> row_buffer(bf16_out ? static_cast<size_t>(K) : 0);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < num_rows; ++r) {
+      const uint8_t* source = w + (rows != nullptr ? rows[r] : first + r) * row_bytes;
+      if (!bf16_out) {
+        decode(source, K, static_cast<float*>(out) + r * K);
+        continue;
+      }
+      decode(source, K, row_buffer.data());
+      float_to_bf16(row_buffer.data(), K, static_cast<uint16_t*>(out) + r * K);
+    }
   }
   return true;
 }

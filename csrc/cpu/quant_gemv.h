@@ -82,8 +82,9 @@ void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t
 
 // out[r, :] = dequantized row rows[r] (or row first + r when rows is null) of W [N, K], r < num_rows,
 // for any QuantType or FloatType number `ggml_type`: the embedding lookup of a quantized token table
-// and the panels of the large-M matmul. Returns false (and writes nothing) for a type it does not read.
+// and the panels of the large-M matmul. `out` is fp32, or bf16 (rounded to nearest even) when
+// `bf16_out`. Returns false (and writes nothing) for a type it does not read.
 bool dequantize_rows(const uint8_t* w, int ggml_type, int64_t K, const int64_t* rows, int64_t first, int64_t num_rows,
-                     float* out, int num_threads);
+                     void* out, bool bf16_out, int num_threads);
 
 }  // namespace bastion::cpu

@@ -33,12 +33,19 @@ class EngineConfig(BaseSettings):
         "none", description="CPU fp32: also round weights the model file stores unquantized (HF directories, "
                             "F16/BF16/F32 GGUFs) to these GGUF blocks, so small steps run on the block path")
     activation_bits: Literal[16, 32] = Field(
-        16, description="CPU linears on GGUF blocks: small steps round activations to int16 per 32 values (GEMVs "
-                        "1.3x faster, ~2e-5 relative error per matmul) and, where the CPU multiplies bf16 natively, "
-                        "big steps run the GEMM in bf16 (5x faster, ~3e-3); 32 keeps the exact fp32 math")
+        16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
+                        "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")
+    gemm_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="CPU: dtype of the GEMM big steps (prefill, large batches) run on dequantized "
+                               "weight panels; bfloat16 is ~5x faster where the CPU multiplies it natively "
+                               "(AVX512-BF16, AMX), ~3e-3 relative error per matmul, and makes greedy output "
+                               "depend on batching")
     dequantize_weights: bool = Field(
         False, description="dequantize a GGUF's quantized weights to dtype at load (exact dequantized math, 4 bytes "
                            "per weight); by default the CPU runs every linear on the file's own blocks")
+    block_kernel_max_tokens: int | None = Field(
+        None, ge=0, description="CPU: largest step (tokens) the GGUF block kernel serves, bigger ones taking the "
+                                "dequantized-panel GEMM; None = tuned to the thread count; 0 = panels only")
     kv_cache_dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
         "auto", description="KV cache precision (vLLM's knob): auto = fp16 on the CPU, the model dtype on a GPU")
 

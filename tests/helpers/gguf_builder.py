@@ -51,7 +51,11 @@ def byte_level_vocab() -> list[str]:
 
 
 # byte ranges of each K-quant block's fp16 scales
-K_QUANT_SCALE_BYTES = {gguf.GGMLQuantizationType.Q4_K: ((0, 2), (2, 4)), gguf.GGMLQuantizationType.Q6_K: ((208, 210),)}
+K_QUANT_SCALE_BYTES = {
+    gguf.GGMLQuantizationType.Q2_K: ((80, 82), (82, 84)), gguf.GGMLQuantizationType.Q3_K: ((108, 110),),
+    gguf.GGMLQuantizationType.Q4_K: ((0, 2), (2, 4)), gguf.GGMLQuantizationType.Q5_K: ((0, 2), (2, 4)),
+    gguf.GGMLQuantizationType.Q6_K: ((208, 210),),
+}
 
 
 def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: int,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bastion.engine.cpu_decoder import CpuDecoder
 from bastion.model import load_model
-from bastion.model.cpu_decoder import CpuDecoder
 
 from ..helpers.gguf_builder import write_llama_gguf
 from ..helpers.tiny_models import tiny_model
@@ -84,8 +84,8 @@ def test_decoder_serves_a_q4_k_m_like_file(tmp_path, bits: int) -> None:
                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                              max_position_embeddings=256, tie_word_embeddings=False)).eval()
     loaded = load_model(write_llama_gguf(tmp_path / "q4km.gguf", reference, qtype_of=_q4_k_m_like))
-    qkv = loaded.model.layers[0].self_attn.qkv_proj.quantized
-    assert [(p.ggml_type, p.rows) for p in qkv.parts] == [(12, 256 + 128), (14, 128)]  # Q4_K q+k, Q6_K v
+    qkv = loaded.model.layers[0].self_attn.qkv_proj
+    assert [(p.ggml_type, p.rows) for p in qkv.parts] == [(12, 256), (12, 128), (14, 128)]  # Q4_K q, k; Q6_K v
     ids = torch.randint(2, 300, (20,), generator=torch.Generator().manual_seed(2)).tolist()
     logits, caches = _twin_runs(loaded, bits, prompts=(ids[:11], ids[11:]))
     worst = max(float((got - expected).norm() / expected.norm()) for expected, got in logits)
@@ -110,12 +110,13 @@ def test_decoder_declines_models_it_cannot_run(smollm2_model) -> None:
         assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is None
     finally:
         model.set_ops_backends({})
-    attn = model.layers[0].self_attn.o_proj
-    blocks = attn.__dict__.pop("quantized")  # a layer without GGUF blocks: nothing to point at
+    attn = model.layers[0].self_attn
+    blocks = attn.o_proj
+    attn.o_proj = torch.nn.Linear(blocks.in_features, blocks.out_features, bias=False)  # no GGUF blocks to point at
     try:
         assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is None
     finally:
-        attn.quantized = blocks
+        attn.o_proj = blocks
     assert CpuDecoder.create(model, caches, max_tokens=8, threads=1, activation_bits=32) is not None
 
 
@@ -135,7 +136,7 @@ def test_program_rejects_inconsistent_layers(smollm2_model) -> None:
 
     def linear(module, rows_delta: int = 0, ggml_type: int | None = None, bias: int = 0):  # noqa: ANN001, ANN202
         parts = [(p.blocks.data_ptr(), p.ggml_type if ggml_type is None else ggml_type, p.rows + rows_delta)
-                 for p in module.quantized.parts]
+                 for p in module.parts]
         return parts, module.in_features, bias
 
     attn, mlp = layer.self_attn, layer.mlp

@@ -1,8 +1,6 @@
-"""GGUF loading: q/k un-permutation, metadata -> config, the converted-weights cache and bad files."""
+"""GGUF loading: q/k un-permutation, metadata -> config, weights left in the file map, and bad files."""
 
 from __future__ import annotations
-
-import os
 
 import gguf
 import numpy as np
@@ -11,8 +9,7 @@ import torch
 from bastion.errors import ModelLoadError
 from bastion.model import default_model_path, load_model
 from bastion.model.gguf_file import unpermute_qk
-from bastion.model.safetensors_mmap import load_mmap
-from bastion.model.weight_cache import converted_dir
+from bastion.model.quant_linear import QuantizedEmbedding, QuantizedLinear
 
 from ..helpers.gguf_builder import llama_cpp_permute, write_llama_gguf
 from ..helpers.tiny_models import TINY_VOCAB, tiny_model
@@ -57,31 +54,28 @@ def test_gguf_rope_freqs_give_llama3_scaling(tmp_path) -> None:
     assert max_logit_diff_vs_transformers(loaded.model, reference, IDS) < 1e-4
 
 
-def test_second_load_memory_maps_the_cache(tmp_path) -> None:
+def test_quantized_weights_stay_in_the_file_map(tmp_path) -> None:
+    """Every linear and the token table of a quantized file are views of its memory map (v, o, gate,
+    up, down: the very bytes; q/k of a llama-arch file: unpermuted copies), and a second load gives
+    the same model."""
     path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("qwen2"), arch="qwen2",
-                           qtype=gguf.GGMLQuantizationType.Q8_0)
+                            qtype=gguf.GGMLQuantizationType.Q8_0)
     first = load_model(path)
-    entry = converted_dir(path, torch.float32)
-    assert (entry / "weights.safetensors").is_file()
+    reader = gguf.GGUFReader(path)
+    offsets = {t.name: int(t.data_offset) for t in reader.tensors}
+    model = first.model
+    assert isinstance(model.embed_tokens, QuantizedEmbedding)
+    linears = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert len(linears) == 4 * first.config.num_layers + 1
+    base = model.layers[0].mlp.down_proj.parts[0].blocks.data_ptr() - offsets["blk.0.ffn_down.weight"]
+    for i, layer in enumerate(model.layers):  # each part starts at its tensor's offset in the one mapping
+        for part, name in zip(layer.mlp.gate_up_proj.parts, ("ffn_gate", "ffn_up"), strict=True):
+            assert part.blocks.data_ptr() - base == offsets[f"blk.{i}.{name}.weight"]
     second = load_model(path)
-    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    ids = torch.tensor(IDS)
+    torch.testing.assert_close(second.model.embed_tokens(ids), model.embed_tokens(ids))
     assert second.config == first.config
     assert second.tokenizer.encode("a tiny test") == first.tokenizer.encode("a tiny test")
-    cached = load_mmap(entry / "weights.safetensors")
-    assert torch.equal(cached["embed_tokens.weight"], second.model.embed_tokens.weight)
-
-
-def test_weights_sha256_is_of_the_file_and_key_follows_mtime(tmp_path) -> None:
-    import hashlib
-
-    path = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("qwen2"), arch="qwen2")
-    loaded = load_model(path)
-    assert loaded.config.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    before = converted_dir(path, torch.float32)
-    os.utime(path, ns=(0, 123_456_789))
-    assert converted_dir(path, torch.float32) != before
-    assert converted_dir(path, torch.float16) != converted_dir(path, torch.float32)
 
 
 def test_missing_file(tmp_path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import bastion
 import pytest
 import torch
+from bastion.engine.cpu_decoder import CpuDecoder
 from bastion.model import load_model
-from bastion.model.cpu_decoder import CpuDecoder
-from bastion.model.quant_weights import quantized_weights
+from bastion.model.quant_linear import quantized_linears
 from bastion.model.quantize_on_load import quantize_model
 
 from ..helpers.gguf_builder import write_llama_gguf
@@ -27,15 +27,17 @@ def hf_dir(tmp_path_factory):
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_1"])
 def test_every_projection_gets_blocks_close_to_its_weight(hf_dir, qtype: str) -> None:
     plain, quantized = load_model(hf_dir), load_model(hf_dir, quantize_weights=qtype)
-    assert quantized_weights(plain.model) == []
-    weights = quantized_weights(quantized.model)
+    assert quantized_linears(plain.model) == []
+    weights = quantized_linears(quantized.model)
     assert len(weights) == 4 * quantized.config.num_layers + 1  # every projection and the output head
+    assert all(p.type_name == qtype for w in weights for p in w.parts)
     bound = 0.02 if qtype == "Q8_0" else 0.2  # measured 0.006 and 0.085 (8 vs 4 bits per weight)
-    layer = quantized.model.layers[0]
-    for linear in (layer.self_attn.qkv_proj, layer.mlp.down_proj):
+    fp32, layer = plain.model.layers[0], quantized.model.layers[0]
+    for exact_linear, linear in ((fp32.self_attn.qkv_proj, layer.self_attn.qkv_proj),
+                                 (fp32.mlp.down_proj, layer.mlp.down_proj)):
         x = torch.randn(3, linear.in_features, generator=torch.Generator().manual_seed(1))
-        exact = x @ linear.weight.T
-        assert float((linear.quantized.matmul(x) - exact).norm() / exact.norm()) < bound
+        exact = exact_linear(x)
+        assert float((linear(x) - exact).norm() / exact.norm()) < bound
 
 
 def test_quantized_hf_model_runs_the_one_call_decoder(hf_dir) -> None:
@@ -45,7 +47,7 @@ def test_quantized_hf_model_runs_the_one_call_decoder(hf_dir) -> None:
     assert llm.engine.runner.cpu_decoder is not None
     assert bastion.LLM(model=str(hf_dir), num_kv_blocks=64).engine.runner.cpu_decoder is None
     loaded = load_model(hf_dir, quantize_weights="Q8_0")
-    plain = PagedSequences(loaded.model, block_size=4, seed=2)
+    plain = PagedSequences(load_model(hf_dir).model, block_size=4, seed=2)
     fused = PagedSequences(loaded.model, block_size=4, seed=2)
     decoder = CpuDecoder.create(loaded.model, fused.kv_caches, max_tokens=8, threads=1, activation_bits=32)
     prompt = [5, 17, 9, 33, 2, 41, 7, 12, 19, 3]
@@ -57,10 +59,14 @@ def test_quantized_hf_model_runs_the_one_call_decoder(hf_dir) -> None:
 
 
 def test_f32_gguf_gets_blocks_too(tmp_path) -> None:
+    """An F32 file runs its linears on the file's floats (no block kernel); quantize_weights gives them blocks."""
     path = write_llama_gguf(tmp_path / "f32.gguf", tiny_model("qwen2", seed=5), arch="qwen2")
-    assert quantized_weights(load_model(path).model) == []
+    plain = quantized_linears(load_model(path).model)
+    assert plain and all(p.type_name == "F32" for w in plain for p in w.parts) and not any(w.max_tokens for w in plain)
     loaded = load_model(path, quantize_weights="Q8_0")
-    assert len(quantized_weights(loaded.model)) == 4 * loaded.config.num_layers + 1
+    weights = quantized_linears(loaded.model)
+    assert len(weights) == 4 * loaded.config.num_layers + 1
+    assert all(p.type_name == "Q8_0" for w in weights for p in w.parts)
 
 
 def test_unknown_type_is_refused(hf_dir) -> None:

@@ -13,11 +13,10 @@ import torch
 from bastion.ops import cpu_backend
 
 gguf = pytest.importorskip("gguf")
+from bastion.model.quant_linear import KERNEL_TYPES as TYPES  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 from ..helpers.gguf_builder import K_QUANT_SCALE_BYTES, random_blocks  # noqa: E402
-
-TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
 
 
 def _quantized(qtype: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +96,7 @@ def test_thread_count_does_not_change_the_result(threads: int) -> None:
 def test_rejects_bad_arguments() -> None:
     blocks, _ = _quantized("Q8_0", 8, 64, seed=1)
     with pytest.raises(ValueError, match="unsupported ggml type"):
-        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 13, 8)  # Q5_K: not handled
+        cpu_backend.quant_matmul(torch.randn(1, 64), blocks, 99, 8)  # no such ggml type
     with pytest.raises(ValueError, match="multiple of 32"):
         cpu_backend.quant_matmul(torch.randn(1, 48), blocks, 8, 8)
     with pytest.raises(ValueError, match="multiple of 256"):
@@ -112,35 +111,21 @@ def test_rejects_bad_arguments() -> None:
         cpu_backend.quant_matmul(torch.randn(1, 64, dtype=torch.float64), blocks, 8, 8)
 
 
-def test_model_blocks_equal_its_fp32_weights() -> None:
-    """Every attached block matrix (q/k unpermuted, QKV and gate/up fused) reproduces its fp32 weight."""
+def test_model_blocks_equal_the_dequantized_weights() -> None:
+    """Every linear of the block model (q/k unpermuted, QKV and gate/up as parts of one layer) computes
+    what the dequantized model's fp32 linear does, on the kernel and on the panel path."""
     from bastion.model import load_model
-    from bastion.model.quant_weights import quantized_weights, read_quantized
+    from bastion.model.quant_linear import configure, quantized_linears
 
-    loaded = load_model(None)
-    model = loaded.model
-    assert len(quantized_weights(model)) == 4 * loaded.config.num_layers + 1
-    params = dict(model.named_parameters())
-    fresh = read_quantized(loaded.source, loaded.config)  # the GGUF itself, not the cache
-    for name, weight in fresh.items():
-        dense = params["embed_tokens.weight" if name == "lm_head" else name]
-        x = torch.randn(2, dense.shape[1])
-        torch.testing.assert_close(weight.matmul(x), x @ dense.T, rtol=1e-4, atol=1e-4)
-        cached = model.lm_head_quantized if name == "lm_head" else model.get_submodule(name[:-7]).quantized
-        assert [(p.ggml_type, p.rows) for p in cached.parts] == [(p.ggml_type, p.rows) for p in weight.parts]
-        assert all(torch.equal(a.blocks, b.blocks) for a, b in zip(cached.parts, weight.parts, strict=True))
-
-
-def test_project_uses_blocks_only_for_small_batches() -> None:
-    """``project`` takes the blocks up to ``max_tokens`` rows and the fp32 weight beyond (adding the bias)."""
-    from bastion.model.quant_weights import QuantizedWeight, QuantPart, project
-
-    blocks, dense = _quantized("Q8_0", 24, 64, seed=3)
-    linear = torch.nn.Linear(64, 24)
-    with torch.no_grad():
-        linear.weight.copy_(dense * 2)  # a different fp32 weight tells the two paths apart
-    linear.quantized = QuantizedWeight((QuantPart(blocks, TYPES["Q8_0"]),), max_tokens=2)
-    small, big = torch.randn(2, 64), torch.randn(3, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(project(linear, small), small @ dense.T + linear.bias, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(project(linear, big), linear(big))
+    blocks = load_model(None)
+    dense = load_model(None, dequantize=True)
+    assert len(quantized_linears(blocks.model)) == 4 * blocks.config.num_layers + 1
+    assert quantized_linears(dense.model) == []
+    configure(blocks.model, max_tokens=2)
+    for name, module in blocks.model.named_modules():
+        if not name.endswith("_proj") and name != "lm_head":
+            continue
+        weight = dense.model.embed_tokens.weight if name == "lm_head" else dense.model.get_submodule(name).weight
+        for rows in (2, 5):  # the block kernel, then the panels
+            x = torch.randn(rows, weight.shape[1])
+            torch.testing.assert_close(module(x), x @ weight.T, rtol=1e-4, atol=1e-4)

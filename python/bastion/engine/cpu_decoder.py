@@ -3,10 +3,12 @@
 Single-stream decode on the module-by-module path spends ~40 % of each token in Python: about ten
 ``bastion.ops`` calls per layer, each a few microseconds of wrapper around microseconds of work.
 ``CpuDecoder`` hands the C++ ``DecoderProgram`` raw pointers to the same weights (the GGUF blocks
-of ``quant_weights``), norm weights and KV caches once, then runs every layer of a step in one call
-with the same kernels that back the ``cpu`` ops backend. It plays the part CUDA graphs play on a GPU:
-same math, no per-op launch cost. Steps larger than ``max_tokens`` (long prefills, big batches) keep
-the module path, where torch's GEMMs are faster (see ``quant_weights.block_path_max_tokens``). The embedding lookup stays in torch; the caller computes logits.
+of each ``QuantizedLinear``), norm weights and KV caches once, then runs every layer of a step in one
+call with the same kernels that back the modules' small steps and the ``cpu`` ops backend. It plays
+the part CUDA graphs play on a GPU: same math, no per-op launch cost. Steps larger than ``max_tokens``
+(long prefills, big batches) keep the module path, where each ``QuantizedLinear`` dequantizes panels
+for torch's GEMM (see ``quant_linear.kernel_max_tokens``). The embedding lookup stays in torch; the
+caller computes logits.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ import torch
 from torch import nn
 
 from bastion.model.attention_metadata import AttentionMetadata
-from bastion.model.llama import LlamaForCausalLM
-from bastion.model.quant_weights import QuantizedWeight
-
-KVCache = tuple[torch.Tensor, torch.Tensor]
+from bastion.model.llama import KVCache, LlamaForCausalLM
+from bastion.model.quant_linear import QuantizedLinear
 
 
-def _linear(module: nn.Linear) -> tuple[list[tuple[int, int, int]], int, int] | None:
-    """``([(blocks ptr, ggml type, rows) per part], cols, bias ptr or 0)`` of a linear with GGUF blocks, else None."""
-    quant = module.__dict__.get("quantized")
-    if not isinstance(quant, QuantizedWeight):
+def _linear(module: nn.Module) -> tuple[list[tuple[int, int, int]], int, int] | None:
+    """``([(blocks ptr, ggml type, rows) per part], cols, bias ptr or 0)`` of a linear on GGUF blocks the
+    block kernel reads, else None."""
+    if not isinstance(module, QuantizedLinear) or not all(p.on_kernel for p in module.parts):
         return None
     bias = 0 if module.bias is None else module.bias.data_ptr()
-    return [(p.blocks.data_ptr(), p.ggml_type, p.rows) for p in quant.parts], module.in_features, bias
+    return [(p.blocks.data_ptr(), p.ggml_type, p.rows) for p in module.parts], module.in_features, bias
 
 
 class CpuDecoder:

@@ -12,16 +12,10 @@ from typing import Any
 import torch
 
 from bastion.config import EngineConfig
+from bastion.engine.cpu_decoder import CpuDecoder
 from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
-from bastion.model.cpu_decoder import CpuDecoder
-from bastion.model.quant_weights import (
-    KERNEL_TYPES,
-    block_path_max_tokens,
-    quantized_weights,
-    set_activation_bits,
-    set_max_tokens,
-)
+from bastion.model.quant_linear import bf16_gemm_is_fast, configure, kernel_max_tokens, quantized_linears
 
 
 class ModelRunner:
@@ -42,10 +36,14 @@ class ModelRunner:
         if device.type == "cuda":
             self.graphs = CudaGraphRunner.create(self.model, self.kv_caches, config.max_num_seqs, device)
         elif device.type == "cpu":
-            set_activation_bits(self.model, config.activation_bits)
             threads = config.num_threads or torch.get_num_threads()
-            max_tokens = block_path_max_tokens(threads)
-            set_max_tokens(self.model, max_tokens)
+            max_tokens = (kernel_max_tokens(threads) if config.block_kernel_max_tokens is None
+                          else config.block_kernel_max_tokens)
+            if config.gemm_dtype == "bfloat16" and not bf16_gemm_is_fast():
+                raise ValueError("gemm_dtype: bfloat16 needs a CPU that multiplies it natively (AVX512-BF16 or "
+                                 "AMX); this one would emulate it, slower than float32")
+            configure(self.model, activation_bits=config.activation_bits, max_tokens=max_tokens,
+                      panel_dtype=getattr(torch, config.gemm_dtype))
             self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=max_tokens,
                                                  threads=threads, activation_bits=config.activation_bits)
 
@@ -55,13 +53,15 @@ class ModelRunner:
         backends = sorted(set(getattr(self.model, "ops_backends", {}).values())) or ["auto"]
         parts = [f"{self.device.type} {str(self.model.dtype).removeprefix('torch.')}",
                  f"kernel_backend {'/'.join(backends)}"]
-        weights = quantized_weights(self.model)
-        if weights:
-            names = {code: name for name, code in KERNEL_TYPES.items()}
-            types = sorted({names[part.ggml_type] for w in weights for part in w.parts})
-            bits = {w.activation_bits for w in weights}
-            parts.append(f"GGUF blocks {'+'.join(types)} for steps <= {weights[0].max_tokens} tokens, "
-                         f"activations {'int16' if bits == {16} else 'fp32'}")
+        linears = quantized_linears(self.model)
+        if linears:
+            types = sorted({part.type_name for linear in linears for part in linear.parts})
+            bits = {linear.activation_bits for linear in linears}
+            steps = max(linear.max_tokens for linear in linears)
+            panels = {str(linear.panel_dtype).removeprefix("torch.") for linear in linears}
+            parts.append(f"GGUF blocks {'+'.join(types)}: block kernel for steps <= {steps} tokens "
+                         f"(activations {'int16' if bits == {16} else 'fp32'}), "
+                         f"dequantized {'/'.join(sorted(panels))} panels beyond")
         if self.cpu_decoder is not None:
             parts.append("one-call C++ decoder")
         if self.graphs is not None:

@@ -26,7 +26,7 @@ SUPPORTED_QUANT_TYPES: tuple[str, ...] = (
 # GGUF architectures we run; llama.cpp writes Mistral models as "llama".
 GGUF_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2")
 # architectures whose q/k rows llama.cpp's converter permuted
-_PERMUTED_QK_ARCHITECTURES = ("llama",)
+PERMUTED_QK_ARCHITECTURES = ("llama",)
 
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -45,7 +45,7 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
-_ROPE_FREQS = "rope_freqs.weight"  # llama3-style rope scaling, stored as per-frequency divisors
+ROPE_FREQS = "rope_freqs.weight"  # llama3-style rope scaling, stored as per-frequency divisors
 
 
 @dataclass
@@ -75,13 +75,15 @@ def unpermute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
     return weight.reshape(num_heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _open_reader(path: Path) -> Any:
+def open_reader(path: Path, mode: str = "r") -> Any:
+    """A ``gguf.GGUFReader`` of ``path`` (``mode`` "c": a private copy-on-write map); ModelLoadError for a
+    missing, unreadable or truncated file."""
     import gguf
 
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
-        reader = gguf.GGUFReader(path)
+        reader = gguf.GGUFReader(path, mode)
     except Exception as exc:  # the reader raises ValueError/IndexError/struct errors on bad bytes
         raise ModelLoadError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
     size = os.path.getsize(path)
@@ -104,7 +106,7 @@ def read_metadata(reader: Any) -> dict[str, Any]:
 
 def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Only the metadata of a GGUF file (no weights read); ModelLoadError for a missing or bad file."""
-    return read_metadata(_open_reader(Path(path)))
+    return read_metadata(open_reader(Path(path)))
 
 
 def config_from_metadata(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
@@ -156,6 +158,11 @@ def _rope_scaling(meta: dict[str, Any], arch: str) -> dict[str, Any] | None:
     return {"rope_type": "linear", "factor": float(factor)}
 
 
+def freq_factors_scaling(rope_freqs: np.ndarray) -> dict[str, Any]:
+    """``ModelConfig.rope_scaling`` for llama.cpp's ``rope_freqs`` tensor (llama3-style scaling)."""
+    return {"rope_type": "freq_factors", "factors": rope_freqs.reshape(-1).tolist()}
+
+
 def dequantize_tensor(tensor: Any) -> np.ndarray:
     """Dequantize one GGUF tensor to float32 with its numpy (row-major) shape."""
     from gguf.quants import dequantize
@@ -174,16 +181,16 @@ def dequantize_tensor(tensor: Any) -> np.ndarray:
 def read_gguf(path: str | os.PathLike[str]) -> GGUFContents:
     """Read a GGUF model file; ModelLoadError for a missing/corrupt/truncated file or unsupported model."""
     path = Path(path)
-    reader = _open_reader(path)
+    reader = open_reader(path)
     meta = read_metadata(reader)
     names = {t.name for t in reader.tensors}
     config = config_from_metadata(meta, names, path)
-    permuted = meta["general.architecture"] in _PERMUTED_QK_ARCHITECTURES
+    permuted = meta["general.architecture"] in PERMUTED_QK_ARCHITECTURES
     tensors: dict[str, np.ndarray] = {}
     for tensor in tqdm(reader.tensors, desc=f"dequantizing {path.name}", unit="tensor", leave=False):
         array = dequantize_tensor(tensor)
-        if tensor.name == _ROPE_FREQS:
-            config.rope_scaling = {"rope_type": "freq_factors", "factors": array.reshape(-1).tolist()}
+        if tensor.name == ROPE_FREQS:
+            config.rope_scaling = freq_factors_scaling(array)
             continue
         hf_name = hf_tensor_name(tensor.name)
         if permuted and ".q_proj." in hf_name:

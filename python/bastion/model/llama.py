@@ -1,6 +1,7 @@
 """The Llama-family decoder (Llama 2/3, SmolLM2, Mistral, Qwen2) over a flat varlen batch and a paged KV cache.
 
-Dense matmuls are plain torch; every fused op (RMSNorm with residual, rotary, KV write, paged
+Linears are ``nn.Linear`` (HF directories, GPU) or ``QuantizedLinear`` over a GGUF file's blocks (CPU,
+see ``gguf_model``); every fused op (RMSNorm with residual, rotary, KV write, paged
 attention, SiLU-and-mul) goes through ``bastion.ops`` so the same module runs on CPU and GPU with the
 fastest backend of each, or with the backends ``LlamaForCausalLM.set_ops_backends`` names (the engine's
 ``kernel_backend``). Q/K/V and gate/up projections are stored fused (see ``bastion.model.fuse``).
@@ -18,7 +19,6 @@ from bastion import ops
 from bastion.errors import ModelLoadError
 from bastion.model.attention_metadata import AttentionMetadata
 from bastion.model.config import ModelConfig
-from bastion.model.quant_weights import project
 from bastion.model.rope import build_cos_sin_cache
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
@@ -77,8 +77,8 @@ class LlamaAttention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
+        self.qkv_proj: nn.Module = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
+        self.o_proj: nn.Module = nn.Linear(self.q_size, config.hidden_size, bias=False)
         self.scale = self.head_dim**-0.5
         self.sliding_window = config.sliding_window
 
@@ -90,7 +90,7 @@ class LlamaAttention(nn.Module):
         through ``ops.rotary_embedding``.
         """
         tokens = x.shape[0]
-        qkv = project(self.qkv_proj, x)
+        qkv = self.qkv_proj(x)
         if rope is not None:
             qk = qkv[:, :self.q_size + self.kv_size].view(tokens, self.num_heads + self.num_kv_heads, self.head_dim)
             rotate_neox_(qk, *rope)
@@ -104,7 +104,7 @@ class LlamaAttention(nn.Module):
         ops.reshape_and_cache(k, v, k_cache, v_cache, attn.slot_mapping, backend=self.cache_backend)
         out = ops.paged_attention(q, k_cache, v_cache, attn.block_table, attn.seq_lens, attn.cu_seqlens_q,
                                   scale=self.scale, sliding_window=self.sliding_window, backend=self.attn_backend)
-        return project(self.o_proj, out.reshape(tokens, self.q_size))
+        return self.o_proj(out.reshape(tokens, self.q_size))
 
 
 class LlamaMLP(nn.Module):
@@ -115,12 +115,12 @@ class LlamaMLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         """Allocate the projections for ``config``."""
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_up_proj: nn.Module = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj: nn.Module = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``down(silu(gate(x)) * up(x))``."""
-        return project(self.down_proj, ops.silu_and_mul(project(self.gate_up_proj, x), backend=self.backend))
+        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x), backend=self.backend))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -158,10 +158,10 @@ class LlamaForCausalLM(nn.Module):
         """Allocate every layer for ``config``; build on the meta device and use ``from_state_dict`` to load."""
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head: nn.Module | None = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.register_buffer("cos_sin_cache", torch.empty(0), persistent=False)
 
     @classmethod
@@ -205,12 +205,12 @@ class LlamaForCausalLM(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the weights."""
-        return self.embed_tokens.weight.device
+        return self.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the weights and activations."""
-        return self.embed_tokens.weight.dtype
+        """Dtype of the activations (and of the weights not kept as GGUF blocks)."""
+        return self.norm.weight.dtype
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionMetadata,
@@ -232,11 +232,9 @@ class LlamaForCausalLM(nn.Module):
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits ``[S, vocab]`` of the selected hidden rows ``[S, hidden]``."""
-        quant = self.__dict__.get("lm_head_quantized")  # GGUF blocks, set by the loader (CPU fp32)
-        if quant is not None and quant.applies(hidden):
-            return quant.matmul(hidden)
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.lm_head is not None:  # its own weight, or a GGUF file's (tied) blocks as a QuantizedLinear
+            return self.lm_head(hidden).float()
+        return F.linear(hidden, self.embed_tokens.weight).float()
 
     def make_kv_caches(self, num_blocks: int, block_size: int) -> list[KVCache]:
         """Zeroed paged K/V caches, one ``(k, v)`` pair of ``[num_blocks, block_size, kv_heads, head_dim]`` per layer."""

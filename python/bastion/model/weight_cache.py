@@ -1,23 +1,23 @@
-"""On-disk cache of converted models and of weight-file hashes.
+"""The weights' sha256 (the audit's model identity), hashed off the load's critical path and cached.
 
-Dequantizing a GGUF takes seconds; a second load should not. A converted model is cached as a
-directory (fused weights as one safetensors file, ``config.json``, the tokenizer) keyed by the source
-file's (path, size, mtime) and the dtype, and memory-mapped on reload. ``weights_sha256`` (an audit
-field) is cached the same way so the file is hashed once. Entries are written to a temporary
-directory and renamed into place, so concurrent loaders never see half an entry.
+Hashing a multi-GB file takes seconds, so ``hash_in_background`` does it on a daemon thread while the
+engine starts; the 64-character result is cached under ``$BASTION_CACHE_DIR`` (default
+``~/.cache/bastion``) keyed by the files' (path, size, mtime), so a file is hashed once. Entries are
+written to a temporary file and renamed into place, so concurrent loaders never see half an entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
+
+from bastion.model.config import ModelConfig
 
 _HASH_CHUNK = 8 << 20
 # bump when the cached layout or conversion changes, so stale entries are never reused
@@ -38,10 +38,10 @@ def file_identity(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _hash_files(paths: Sequence[Path]) -> str:
+def _hash_files(paths: Sequence[Path], progress: bool) -> str:
     digest = hashlib.sha256()
     total = sum(p.stat().st_size for p in paths)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="hashing weights", leave=False) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="hashing weights", leave=False, disable=not progress) as bar:
         for path in paths:
             with path.open("rb") as f:
                 while chunk := f.read(_HASH_CHUNK):
@@ -50,16 +50,32 @@ def _hash_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(paths: Sequence[Path]) -> str:
+def weights_sha256(paths: Sequence[Path], progress: bool = True) -> str:
     """sha256 of the concatenated files, computed once per (path, size, mtime) and cached."""
     entry = cache_root() / "sha256" / f"{file_identity(paths)}.txt"
     if entry.is_file():
         cached = entry.read_text().strip()
         if len(cached) == 64:
             return cached
-    value = _hash_files(paths)
+    value = _hash_files(paths, progress)
     _write_atomic(entry, value)
     return value
+
+
+def hash_in_background(paths: Sequence[Path], config: ModelConfig) -> threading.Thread:
+    """Start a daemon thread that sets ``config.weights_sha256`` to ``weights_sha256(paths)``; join it to wait.
+
+    An unreadable file leaves the field empty (the load itself has already read what it needs).
+    """
+    def run() -> None:
+        try:
+            config.weights_sha256 = weights_sha256(paths, progress=False)
+        except OSError:
+            config.weights_sha256 = ""
+
+    thread = threading.Thread(target=run, name="bastion-weights-sha256", daemon=True)
+    thread.start()
+    return thread
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -68,24 +84,3 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def converted_dir(source: Path, dtype: torch.dtype) -> Path:
-    """Where the converted form of ``source`` at ``dtype`` lives (it may not exist yet)."""
-    dtype_name = str(dtype).removeprefix("torch.")
-    return cache_root() / "converted" / f"{source.stem}-{file_identity([source])}-{dtype_name}"
-
-
-def publish_dir(staging: Path, final: Path) -> None:
-    """Move a fully written ``staging`` directory to ``final``; if another process won the race, keep theirs."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(staging, final)
-    except OSError:  # ``final`` already exists and is not empty: an identical entry from a concurrent load
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def staging_dir(final: Path) -> Path:
-    """A fresh temporary directory beside ``final`` (same filesystem, so ``publish_dir`` is a rename)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=".staging-"))
