@@ -53,8 +53,6 @@ assert core.__file__.startswith(sys.argv[1]), f"not the sanitized build: {core._
 print("[sanitize] testing", core.__file__)
 PY
 # Timings under ASan mean nothing, so the ratio benchmark is left out.
-echo "[sanitize] running tests/core under ASan+UBSan"
-python -m pytest tests/core -q -p no:cacheprovider --ignore=tests/core/test_bench_core.py "$@"
-# A separate run: each test directory has its own conftest module.
-echo "[sanitize] running the CPU kernel and decoder-program tests under ASan+UBSan"
-python -m pytest tests/ops tests/model/test_cpu_decoder.py -q -p no:cacheprovider "$@"
+echo "[sanitize] running tests/core and the CPU kernel and decoder-program tests under ASan+UBSan"
+python -m pytest tests/core tests/ops tests/model/test_cpu_decoder.py -q -p no:cacheprovider \
+  --ignore=tests/core/test_bench_core.py "$@"

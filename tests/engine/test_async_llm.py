@@ -10,15 +10,11 @@ import pytest
 from bastion import SamplingParams
 from bastion.engine.request import Deadlines
 
+from .engine_helpers import async_engine
+
 pytestmark = pytest.mark.timeout(600)
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
-
-
-def _engine(path, **kw) -> bastion.AsyncLLM:
-    kw.setdefault("num_kv_blocks", 256)
-    kw.setdefault("max_model_len", 1024)
-    return bastion.AsyncLLM(model=str(path), **kw)
 
 
 def _all_free(stats: dict) -> bool:
@@ -38,7 +34,7 @@ async def test_64_streams_match_llm_generate(smollm2_path) -> None:
     llm = bastion.LLM(model=str(smollm2_path), num_kv_blocks=256, max_model_len=1024)
     expected = [o.token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
     del llm
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path)
     delta = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, output_kind="delta")
 
     async def one(i: int) -> tuple[list[int], int]:
@@ -58,7 +54,7 @@ async def test_64_streams_match_llm_generate(smollm2_path) -> None:
 
 
 async def test_abort_mid_stream_frees_blocks(smollm2_path) -> None:
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path)
     try:
         before = engine.stats()
         params = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
@@ -77,7 +73,7 @@ async def test_abort_mid_stream_frees_blocks(smollm2_path) -> None:
 
 
 async def test_client_cancellation_frees_blocks(smollm2_path) -> None:
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path)
     try:
         got_tokens = asyncio.Event()
 
@@ -99,7 +95,7 @@ async def test_client_cancellation_frees_blocks(smollm2_path) -> None:
 
 
 async def test_overload_raises_without_disturbing_running(smollm2_path) -> None:
-    engine = _engine(smollm2_path, max_queued_requests=2, max_num_seqs=1)
+    engine = async_engine(smollm2_path, max_queued_requests=2, max_num_seqs=1)
     try:
         params = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True)
 
@@ -123,7 +119,7 @@ async def test_overload_raises_without_disturbing_running(smollm2_path) -> None:
 
 
 async def test_deadlines_fire_with_timeout_reason(smollm2_path) -> None:
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path)
     try:
         params = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
         final = None
@@ -140,7 +136,7 @@ async def test_deadlines_fire_with_timeout_reason(smollm2_path) -> None:
 
 async def test_jobs_submit_poll_result_and_restart(smollm2_path, tmp_path) -> None:
     store = str(tmp_path / "jobs.sqlite")
-    engine = _engine(smollm2_path, job_store=store)
+    engine = async_engine(smollm2_path, job_store=store)
     done_ids: list[str] = []
     try:
         fast = await engine.submit("Say hi:", GREEDY, on_complete=lambda job: done_ids.append(job.job_id))
@@ -155,7 +151,7 @@ async def test_jobs_submit_poll_result_and_restart(smollm2_path, tmp_path) -> No
     finally:
         # simulate a crash: the thread stops, the slow job never finishes in this process
         engine._thread.stop()
-    restarted = _engine(smollm2_path, job_store=store)
+    restarted = async_engine(smollm2_path, job_store=store)
     try:
         again = await restarted.poll(fast)
         assert again.status == "finished" and again.token_ids == result.token_ids
@@ -166,7 +162,7 @@ async def test_jobs_submit_poll_result_and_restart(smollm2_path, tmp_path) -> No
 
 
 async def test_1000_submissions_random_aborts_and_deadlines_leave_no_leaks(smollm2_path) -> None:
-    engine = _engine(smollm2_path, max_num_seqs=64)
+    engine = async_engine(smollm2_path, max_num_seqs=64)
     rng = random.Random(7)
     try:
         ids = []
@@ -188,7 +184,7 @@ async def test_1000_submissions_random_aborts_and_deadlines_leave_no_leaks(smoll
 async def test_prometheus_metrics_use_vllm_names(smollm2_path) -> None:
     prom = pytest.importorskip("prometheus_client")
     registry = prom.CollectorRegistry()
-    engine = _engine(smollm2_path, metrics_registry=registry)
+    engine = async_engine(smollm2_path, metrics_registry=registry)
     try:
         async for _ in engine.generate("Hello", GREEDY):
             pass
@@ -203,7 +199,7 @@ async def test_prometheus_metrics_use_vllm_names(smollm2_path) -> None:
 
 
 async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> None:
-    engine = _engine(smollm2_path, scheduling_policy="priority", max_num_seqs=1)
+    engine = async_engine(smollm2_path, scheduling_policy="priority", max_num_seqs=1)
     try:
         params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
         order: list[str] = []
@@ -227,7 +223,7 @@ async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> Non
 
 async def test_queue_and_ttft_deadlines_name_the_limit(smollm2_path) -> None:
     """A request stuck behind max_num_seqs misses its queue deadline; its blocks were never taken."""
-    engine = _engine(smollm2_path, max_num_seqs=1)
+    engine = async_engine(smollm2_path, max_num_seqs=1)
     try:
         long = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
         blocker = asyncio.create_task(_final(engine, "Keep talking:", long))
@@ -253,7 +249,7 @@ async def _final(engine: bastion.AsyncLLM, prompt: str, params: SamplingParams,
 
 
 async def test_close_ends_open_streams_and_refuses_new_work(smollm2_path) -> None:
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path)
     started = asyncio.Event()
 
     async def consume() -> str | None:

@@ -12,15 +12,11 @@ from bastion.engine.request import Deadlines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .engine_helpers import async_engine
+
 pytestmark = pytest.mark.timeout(600)
 
 LONG = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
-
-
-def _engine(path, **kw) -> bastion.AsyncLLM:
-    kw.setdefault("num_kv_blocks", 128)
-    kw.setdefault("max_model_len", 512)
-    return bastion.AsyncLLM(model=str(path), **kw)
 
 
 async def _first_then_release(engine: bastion.AsyncLLM, request_id: str, params: SamplingParams,
@@ -34,7 +30,7 @@ async def _first_then_release(engine: bastion.AsyncLLM, request_id: str, params:
 async def test_reused_request_id_after_release_gets_its_own_outputs(smollm2_path) -> None:
     """A client that drops a stream and retries under the same id must get the new request's
     outputs, not the old one's leftovers and its "abort"."""
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path, num_kv_blocks=128, max_model_len=512)
     try:
         delta = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, output_kind="delta")
         await _first_then_release(engine, "r", delta)
@@ -48,7 +44,7 @@ async def test_reused_request_id_after_release_gets_its_own_outputs(smollm2_path
 
 async def test_reused_request_id_does_not_inherit_old_deadline(smollm2_path) -> None:
     """Deadlines belong to one request: a retry under the same id without deadlines must not time out."""
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path, num_kv_blocks=128, max_model_len=512)
     try:
         await _first_then_release(engine, "r", LONG, deadlines=Deadlines(total=0.3))
         outs = [o async for o in engine.generate("Once upon a time", LONG, request_id="r")]
@@ -61,7 +57,7 @@ async def test_reused_request_id_does_not_inherit_old_deadline(smollm2_path) -> 
 async def test_release_after_final_output_was_queued_does_not_swallow_next_request(smollm2_path) -> None:
     """Releasing a stream whose final output already arrived must not make the engine drop the
     outputs of a later request with the same id (it would hang)."""
-    engine = _engine(smollm2_path)
+    engine = async_engine(smollm2_path, num_kv_blocks=128, max_model_len=512)
     try:
         rid = engine.start("Hello", SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))
         for _ in range(400):  # let the final output land in the stream without consuming it
