@@ -1,4 +1,4 @@
-"""The C++ scheduler and the Python reference (bench/ref_scheduler.py) make identical decisions.
+"""The C++ scheduler and the Python reference (tests/helpers/ref_scheduler.py) make identical decisions.
 
 Random traffic goes through both; every step's twelve output arrays must match exactly, block ids
 included, so the reference is a faithful oracle and the benchmark compares the same policy.
