@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -14,6 +14,9 @@ from bastion.engine.input_processor import Conversation, InputProcessor, PromptT
 from bastion.engine.outputs import RequestOutput
 from bastion.engine.request import EngineCoreRequest
 from bastion.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from bastion.model import Tokenizer
 
 TextOrTokens = str | Sequence[int]
 
@@ -34,7 +37,7 @@ class LLM:
         self._ids = itertools.count()
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> Tokenizer:
         """The model's tokenizer (encode / decode / apply_chat_template)."""
         return self.engine.tokenizer
 
@@ -78,6 +81,7 @@ class LLM:
     def _generate(self, prompts: list[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None,
                   *, use_tqdm: bool, priority: Sequence[int] | None = None, cache_salt: str | None = None,
                   add_generation_prompt: bool = True) -> list[RequestOutput]:
+        """``generate`` over prompts of any kind the input processor takes (``chat`` passes conversations)."""
         params = self._params_per_prompt(sampling_params, len(prompts))
         if priority is not None and len(priority) != len(prompts):
             raise ValueError(f"priority: got {len(priority)} values for {len(prompts)} prompts")
