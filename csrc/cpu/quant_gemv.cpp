@@ -26,6 +26,9 @@ using blocks::SubBlock;
 
 // Smallest chunk of rows a thread takes (~16 rows are a few microseconds of work).
 constexpr int kRowsPerChunk = 16;
+// Activation rows that share one decode of each weight sub-block: 8 rather than 4 gave 1.3-1.4x at
+// 8-16 rows (gate_up of a 1.7B model, one thread; the accumulators spill to L1, which costs less).
+constexpr int kTile = 8;
 
 inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -85,15 +88,15 @@ inline void accumulate(const SubBlock& s, const Q16Block* const* xs, int rows, A
 
 // ----- the driver shared by both precisions -----------------------------------------------------
 
-// One weight row against up to four x rows: each 32-weight sub-block is decoded once and used by
+// One weight row against up to kTile x rows: each 32-weight sub-block is decoded once and used by
 // every row; each block's scales once for its kSubs sub-blocks.
 template <QuantType T, typename X>
 void row_tile(const X* const* xs, int rows, int64_t subs, const uint8_t* row, float* const* ys) {
   using F = Format<T>;
   constexpr int kBytes = quant_block_bytes(T);
-  Acc acc[4];
+  Acc acc[kTile];
   for (int m = 0; m < rows; ++m) acc[m] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {0.0f, 0.0f}};
-  const X* cur[4];
+  const X* cur[kTile];
   for (int64_t first = 0; first < subs; first += F::kSubs) {
     const uint8_t* block = row + first / F::kSubs * kBytes;
     blocks::Scales<F::kSubs> scales;
@@ -127,10 +130,10 @@ void matmul(const X* x, int64_t x_stride, const uint8_t* w, float* y, int64_t ld
   const int64_t row_bytes = K / quant_block_values(T) * quant_block_bytes(T);
 #pragma omp parallel for num_threads(std::max(1, num_threads)) schedule(guided, kRowsPerChunk)
   for (int64_t n = 0; n < N; ++n) {
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const int rows = static_cast<int>(std::min<int64_t>(M - m0, 4));
-      const X* xs[4];
-      float* ys[4];
+    for (int64_t m0 = 0; m0 < M; m0 += kTile) {
+      const int rows = static_cast<int>(std::min<int64_t>(M - m0, kTile));
+      const X* xs[kTile];
+      float* ys[kTile];
       for (int m = 0; m < rows; ++m) {
         xs[m] = x + (m0 + m) * x_stride;
         ys[m] = y + (m0 + m) * ldy + n;
