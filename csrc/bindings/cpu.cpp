@@ -56,25 +56,26 @@ void bind_decoder_program(py::module_& sub) {
                                   "The whole Llama decoder for small fp32 CPU steps as one call (see decoder_program.h).")
       .def(py::init([](int hidden, int num_heads, int num_kv_heads, int head_dim, int intermediate, int rotary_half,
                        int block_size, int64_t num_blocks, float eps, float scale, int sliding_window,
-                       std::uintptr_t final_norm, int activation_bits) {
-             const cpu::DecoderShape shape{hidden, num_heads, num_kv_heads, head_dim, intermediate, rotary_half,
-                                           block_size, num_blocks, eps, scale, sliding_window};
+                       std::uintptr_t final_norm, int activation_bits, bool kv_fp16) {
+             const cpu::DecoderShape shape{hidden,     num_heads, num_kv_heads, head_dim,       intermediate, rotary_half,
+                                           block_size, num_blocks, eps,        scale,          sliding_window, kv_fp16};
              return cpu::DecoderProgram(shape, as_ptr<const float>(final_norm), as_bits(activation_bits));
            }),
            py::kw_only(), py::arg("hidden"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
            py::arg("intermediate"), py::arg("rotary_half"), py::arg("block_size"), py::arg("num_blocks"),
            py::arg("eps"), py::arg("scale"), py::arg("sliding_window"), py::arg("final_norm"),
-           py::arg("activation_bits"))
+           py::arg("activation_bits"), py::arg("kv_fp16") = false)
       .def(
           "add_layer",
           [](cpu::DecoderProgram& program, std::uintptr_t input_norm, std::uintptr_t post_norm, const py::tuple& qkv,
              const py::tuple& o, const py::tuple& gate_up, const py::tuple& down, std::uintptr_t k_cache,
              std::uintptr_t v_cache) {
             program.add_layer({as_ptr<const float>(input_norm), as_ptr<const float>(post_norm), as_linear(qkv),
-                               as_linear(o), as_linear(gate_up), as_linear(down), as_ptr<float>(k_cache),
-                               as_ptr<float>(v_cache)});
+                               as_linear(o), as_linear(gate_up), as_linear(down), as_ptr<void>(k_cache),
+                               as_ptr<void>(v_cache)});
           },
-          "Append a layer: norm weights, four ([(blocks, ggml_type, rows)], cols, bias) linears, contiguous K/V caches.")
+          "Append a layer: norm weights, four ([(blocks, ggml_type, rows)], cols, bias) linears, contiguous K/V caches "
+          "(fp16 when the program was made with kv_fp16).")
       .def("scratch_floats", &cpu::DecoderProgram::scratch_floats, "Scratch floats a step of this many tokens needs.")
       .def_property_readonly("num_layers", &cpu::DecoderProgram::num_layers)
       .def(
@@ -92,8 +93,9 @@ void bind_decoder_program(py::module_& sub) {
           "Embeddings in hidden [num_tokens, hidden] -> final-normed hidden states; writes the step's K/V.");
 }
 
-bastion::cpu::PagedCache as_cache(std::uintptr_t data, int64_t block_stride, int64_t slot_stride, int64_t head_stride) {
-  return {as_ptr<const float>(data), block_stride, slot_stride, head_stride};
+bastion::cpu::PagedCache as_cache(std::uintptr_t data, int64_t block_stride, int64_t slot_stride, int64_t head_stride,
+                                  bool fp16) {
+  return {as_ptr<const void>(data), block_stride, slot_stride, head_stride, fp16};
 }
 
 }  // namespace
@@ -107,9 +109,10 @@ void bastion_bindings::bind_cpu(py::module_& m) {
          std::uintptr_t k, int64_t k_bs, int64_t k_ss, int64_t k_hs, std::uintptr_t v, int64_t v_bs, int64_t v_ss,
          int64_t v_hs, std::uintptr_t block_table, int64_t block_table_stride, std::uintptr_t seq_lens,
          std::uintptr_t cu_seqlens_q, int64_t num_tokens, int num_seqs, int num_heads, int num_kv_heads, int head_dim,
-         int block_size, int max_blocks_per_seq, int64_t num_blocks, float scale, int sliding_window, int threads) {
+         int block_size, int max_blocks_per_seq, int64_t num_blocks, float scale, int sliding_window, int threads,
+         bool kv_fp16) {
         const cpu::PagedAttentionArgs args{as_ptr<const float>(q), q_ts, q_hs, as_ptr<float>(out), out_ts, out_hs,
-                                           as_cache(k, k_bs, k_ss, k_hs), as_cache(v, v_bs, v_ss, v_hs),
+                                           as_cache(k, k_bs, k_ss, k_hs, kv_fp16), as_cache(v, v_bs, v_ss, v_hs, kv_fp16),
                                            as_ptr<const int32_t>(block_table), block_table_stride,
                                            as_ptr<const int32_t>(seq_lens), as_ptr<const int32_t>(cu_seqlens_q),
                                            num_tokens, num_seqs, num_heads, num_kv_heads, head_dim, block_size,
@@ -117,21 +120,22 @@ void bastion_bindings::bind_cpu(py::module_& m) {
         py::gil_scoped_release release;
         cpu::paged_attention(args, threads);
       },
-      "Paged attention over fp32 NHD caches; pointers are tensor.data_ptr() ints, strides in elements.");
+      "Paged attention of fp32 q over fp32 (or, kv_fp16, fp16) NHD caches; pointers are tensor.data_ptr() ints, "
+      "strides in elements.");
   sub.def(
       "reshape_and_cache",
       [](std::uintptr_t key, int64_t key_ts, int64_t key_hs, std::uintptr_t value, int64_t value_ts,
          int64_t value_hs, std::uintptr_t k_cache, int64_t k_bs, int64_t k_ss, int64_t k_hs, std::uintptr_t v_cache,
          int64_t v_bs, int64_t v_ss, int64_t v_hs, std::uintptr_t slot_mapping, int64_t num_tokens,
-         int num_kv_heads, int head_dim, int block_size, int64_t num_blocks, int threads) {
+         int num_kv_heads, int head_dim, int block_size, int64_t num_blocks, int threads, bool kv_fp16) {
         const cpu::KvWriteArgs args{as_ptr<const float>(key), key_ts, key_hs, as_ptr<const float>(value), value_ts,
-                                    value_hs, {as_ptr<float>(k_cache), k_bs, k_ss, k_hs},
-                                    {as_ptr<float>(v_cache), v_bs, v_ss, v_hs}, as_ptr<const int64_t>(slot_mapping),
+                                    value_hs, {as_ptr<void>(k_cache), k_bs, k_ss, k_hs, kv_fp16},
+                                    {as_ptr<void>(v_cache), v_bs, v_ss, v_hs, kv_fp16}, as_ptr<const int64_t>(slot_mapping),
                                     num_tokens, num_kv_heads, head_dim, block_size, num_blocks};
         py::gil_scoped_release release;
         cpu::reshape_and_cache(args, threads);
       },
-      "Write K/V rows into their cache slots (int64 slot_mapping, -1 = skip).");
+      "Write fp32 K/V rows into their cache slots (int64 slot_mapping, -1 = skip), rounded to fp16 when kv_fp16.");
   sub.def(
       "rms_norm",
       [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t residual_in, std::uintptr_t residual_out,

@@ -14,13 +14,14 @@ namespace bastion::cpu {
 namespace {
 
 // Prefetches the K and V rows of every head of slots [0, n) of a cache page into L2.
+template <typename T>
 void prefetch_page(const PagedAttentionArgs& a, int64_t page, int n) {
-  const int64_t row_bytes = static_cast<int64_t>(a.head_dim) * sizeof(float);
+  const int64_t row_bytes = static_cast<int64_t>(a.head_dim) * sizeof(T);
   for (const PagedCache* c : {&a.k, &a.v}) {
-    const char* base = reinterpret_cast<const char*>(c->data + page * c->block_stride);
+    const char* base = reinterpret_cast<const char*>(c->at<T>(page * c->block_stride));
     for (int t = 0; t < n; ++t) {
       for (int h = 0; h < a.num_kv_heads; ++h) {
-        const char* row = base + (t * c->slot_stride + h * c->head_stride) * static_cast<int64_t>(sizeof(float));
+        const char* row = base + (t * c->slot_stride + h * c->head_stride) * static_cast<int64_t>(sizeof(T));
         for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
       }
     }
@@ -28,12 +29,13 @@ void prefetch_page(const PagedAttentionArgs& a, int64_t page, int n) {
 }
 
 // Scores of the `group` q rows at q for keys k + t * slot_stride, t < n, into scores[r * kDecodeSpan + t].
-void decode_scores(const float* q, int group, const float* k, int64_t slot_stride, int n, int head_dim,
+template <typename T>
+void decode_scores(const float* q, int group, const T* k, int64_t slot_stride, int n, int head_dim,
                    float* scores) {
   int t = 0;
   if (head_dim % 8 == 0) {
     for (; t + 4 <= n; t += 4) {
-      const float* kt = k + t * slot_stride;
+      const T* kt = k + t * slot_stride;
       int r = 0;
       for (; r + 3 <= group; r += 3) {
         scores_4keys<3>(q + r * head_dim, kt, slot_stride, head_dim, scores + r * kDecodeSpan + t, kDecodeSpan);
@@ -54,6 +56,7 @@ void decode_scores(const float* q, int group, const float* k, int64_t slot_strid
 // Per span of keys: one pass over the K pages scoring every head of a slot while its lines are hot,
 // one exact softmax update per row, one pass over the V pages. Walking whole pages keeps the reads
 // sequential within each page; the next page is prefetched since pages are scattered.
+template <typename T>
 void run_decode_item(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s) {
   const int D = a.head_dim;
   const int group = a.num_heads / a.num_kv_heads;
@@ -68,9 +71,9 @@ void run_decode_item(const PagedAttentionArgs& a, const AttentionWorkItem& item,
       const int slot0 = static_cast<int>(pos % bs);
       const int cnt = static_cast<int>(std::min<int64_t>(bs - slot0, span_end - pos));
       if ((blk + 1) * bs < item.kv_end) {
-        prefetch_page(a, block_row[blk + 1], static_cast<int>(std::min<int64_t>(bs, item.kv_end - (blk + 1) * bs)));
+        prefetch_page<T>(a, block_row[blk + 1], static_cast<int>(std::min<int64_t>(bs, item.kv_end - (blk + 1) * bs)));
       }
-      const float* k = a.k.data + block_row[blk] * a.k.block_stride + slot0 * a.k.slot_stride;
+      const T* k = a.k.at<T>(block_row[blk] * a.k.block_stride + slot0 * a.k.slot_stride);
       const int t0 = static_cast<int>(pos - span0);
       for (int h = 0; h < a.num_kv_heads; ++h) {
         const int r0 = h * group;
@@ -94,10 +97,10 @@ void run_decode_item(const PagedAttentionArgs& a, const AttentionWorkItem& item,
       const int64_t blk = pos / bs;
       const int slot0 = static_cast<int>(pos % bs);
       const int cnt = static_cast<int>(std::min<int64_t>(bs - slot0, span_end - pos));
-      const float* v = a.v.data + block_row[blk] * a.v.block_stride + slot0 * a.v.slot_stride;
+      const T* v = a.v.at<T>(block_row[blk] * a.v.block_stride + slot0 * a.v.slot_stride);
       const int t0 = static_cast<int>(pos - span0);
       for (int h = 0; h < a.num_kv_heads; ++h) {
-        const float* vh = v + h * a.v.head_stride;
+        const T* vh = v + h * a.v.head_stride;
         int r = h * group;
         const int r_end = r + group;
         for (; r + 3 <= r_end; r += 3) {
@@ -113,6 +116,9 @@ void run_decode_item(const PagedAttentionArgs& a, const AttentionWorkItem& item,
     }
   }
 }
+
+template void run_decode_item<float>(const PagedAttentionArgs&, const AttentionWorkItem&, TileScratch&);
+template void run_decode_item<uint16_t>(const PagedAttentionArgs&, const AttentionWorkItem&, TileScratch&);
 
 // out = sum_i exp(lse_i - max) * O_i / sum_i exp(lse_i - max) over the splits of one decode.
 void merge_splits(const PagedAttentionArgs& a, const AttentionMerge& m, const PartialBuffer& partials) {

@@ -38,23 +38,24 @@ inline void transpose8x8(__m256 r[8]) {
 
 // kt[d * kKvChunk + t] = k_rows[t][d]; columns t >= n are zeroed. 8x8 register transposes do the
 // bulk: element-by-element copies took ~6% of prefill time (one scalar load + store per element).
-inline void transpose_keys(const float* const* k_rows, int n, int head_dim, float* kt) {
+template <typename T>
+inline void transpose_keys(const T* const* k_rows, int n, int head_dim, float* kt) {
   int t0 = 0;
   for (; t0 + 8 <= n; t0 += 8) {
     int d = 0;
     for (; d + 8 <= head_dim; d += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(k_rows[t0 + i] + d);
+      for (int i = 0; i < 8; ++i) r[i] = load8(k_rows[t0 + i] + d);
       transpose8x8(r);
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(kt + (d + i) * kKvChunk + t0, r[i]);
     }
     for (; d < head_dim; ++d) {
-      for (int i = 0; i < 8; ++i) kt[d * kKvChunk + t0 + i] = k_rows[t0 + i][d];
+      for (int i = 0; i < 8; ++i) kt[d * kKvChunk + t0 + i] = to_float(k_rows[t0 + i][d]);
     }
   }
   for (int d = 0; d < head_dim; ++d) {
     float* dst = kt + d * kKvChunk;
-    for (int t = t0; t < n; ++t) dst[t] = k_rows[t][d];
+    for (int t = t0; t < n; ++t) dst[t] = to_float(k_rows[t][d]);
     for (int t = n; t < kKvChunk; ++t) dst[t] = 0.0f;
   }
 }
@@ -94,16 +95,16 @@ inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 // scores[r * score_stride + j] = q[r] . k[j] for R query rows (head_dim apart) and the 4 keys at
 // k + j * key_stride; head_dim must be a multiple of 8. Decode rows are few (one group of q heads),
 // so each K load feeds R FMAs directly instead of paying a transpose of the keys.
-template <int R>
-inline void scores_4keys(const float* q, const float* k, int64_t key_stride, int head_dim, float* scores,
+template <int R, typename T>
+inline void scores_4keys(const float* q, const T* k, int64_t key_stride, int head_dim, float* scores,
                          int64_t score_stride) {
   __m256 s[R][4];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < 4; ++j) s[r][j] = _mm256_setzero_ps();
   }
   for (int d = 0; d < head_dim; d += 8) {
-    const __m256 k0 = _mm256_loadu_ps(k + d), k1 = _mm256_loadu_ps(k + key_stride + d);
-    const __m256 k2 = _mm256_loadu_ps(k + 2 * key_stride + d), k3 = _mm256_loadu_ps(k + 3 * key_stride + d);
+    const __m256 k0 = load8(k + d), k1 = load8(k + key_stride + d);
+    const __m256 k2 = load8(k + 2 * key_stride + d), k3 = load8(k + 3 * key_stride + d);
     for (int r = 0; r < R; ++r) {
       const __m256 qd = _mm256_loadu_ps(q + r * head_dim + d);
       s[r][0] = _mm256_fmadd_ps(qd, k0, s[r][0]);
@@ -127,9 +128,9 @@ inline void accumulate_pv_rows(float* acc, const float* p, int64_t p_stride, Row
       for (int j = 0; j < 4; ++j) a[r][j] = _mm256_loadu_ps(acc + r * head_dim + d + 8 * j);
     }
     for (int t = 0; t < n; ++t) {
-      const float* vt = row(t) + d;
-      const __m256 v0 = _mm256_loadu_ps(vt), v1 = _mm256_loadu_ps(vt + 8);
-      const __m256 v2 = _mm256_loadu_ps(vt + 16), v3 = _mm256_loadu_ps(vt + 24);
+      const auto* vt = row(t) + d;
+      const __m256 v0 = load8(vt), v1 = load8(vt + 8);
+      const __m256 v2 = load8(vt + 16), v3 = load8(vt + 24);
       for (int r = 0; r < R; ++r) {
         const __m256 pt = _mm256_set1_ps(p[r * p_stride + t]);
         a[r][0] = _mm256_fmadd_ps(pt, v0, a[r][0]);
@@ -149,14 +150,14 @@ inline void accumulate_pv_rows(float* acc, const float* p, int64_t p_stride, Row
 }
 
 // V rows through a per-key pointer table (p row stride kKvChunk): the tile kernel's chunks.
-template <int R>
-inline void accumulate_pv(float* acc, const float* p, const float* const* v_rows, int n, int head_dim) {
+template <int R, typename T>
+inline void accumulate_pv(float* acc, const float* p, const T* const* v_rows, int n, int head_dim) {
   accumulate_pv_rows<R>(acc, p, kKvChunk, [v_rows](int t) { return v_rows[t]; }, n, head_dim);
 }
 
 // V rows at a fixed stride (the slots of one cache block): no per-key pointer table.
-template <int R>
-inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, const float* v, int64_t v_stride,
+template <int R, typename T>
+inline void accumulate_pv_strided(float* acc, const float* p, int64_t p_stride, const T* v, int64_t v_stride,
                                   int n, int head_dim) {
   accumulate_pv_rows<R>(acc, p, p_stride, [v, v_stride](int t) { return v + t * v_stride; }, n, head_dim);
 }

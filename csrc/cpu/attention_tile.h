@@ -45,6 +45,8 @@ struct PartialBuffer {
 
 // Runs a single-token item over all kv heads (rows = q heads, every key visible) into s.acc,
 // s.row_max and s.row_sum; the item's queries must already be loaded into `s` (scaled, rows reset).
+// T is the caches' element type (float, or uint16_t for fp16); instantiated for both in attention_decode.cpp.
+template <typename T>
 void run_decode_item(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s);
 
 // Writes the output of the decode sequence `m` from the partial results of its KV splits.

@@ -1,6 +1,9 @@
 #include "cpu/cache_write.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -9,11 +12,24 @@ namespace bastion::cpu {
 
 namespace {
 
+void to_half(const float* src, uint16_t* dst, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 void copy_token(const float* src, int64_t src_head_stride, const KvWriteTarget& dst, int64_t block, int64_t offset,
                 int num_kv_heads, int head_dim) {
-  float* base = dst.data + block * dst.block_stride + offset * dst.slot_stride;
+  const int64_t first = block * dst.block_stride + offset * dst.slot_stride;
   for (int h = 0; h < num_kv_heads; ++h) {
-    std::memcpy(base + h * dst.head_stride, src + h * src_head_stride, sizeof(float) * head_dim);
+    const float* row = src + h * src_head_stride;
+    if (dst.fp16) {
+      to_half(row, static_cast<uint16_t*>(dst.data) + first + h * dst.head_stride, head_dim);
+    } else {
+      std::memcpy(static_cast<float*>(dst.data) + first + h * dst.head_stride, row, sizeof(float) * head_dim);
+    }
   }
 }
 

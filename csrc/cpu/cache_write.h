@@ -7,11 +7,13 @@
 namespace bastion::cpu {
 
 // A [tokens-or-blocks, ...] fp32 tensor described by its data pointer and element strides.
+// One of the K/V caches: fp32, or fp16 (IEEE half bits, rounded to nearest even) when `fp16`.
 struct KvWriteTarget {
-  float* data;
+  void* data;
   int64_t block_stride;
   int64_t slot_stride;
   int64_t head_stride;
+  bool fp16 = false;
 };
 
 struct KvWriteArgs {

@@ -107,11 +107,13 @@ void DecoderProgram::attention(const DecoderLayerWeights& layer, const DecoderSt
   const int64_t slot = static_cast<int64_t>(s.num_kv_heads) * s.head_dim;  // cache strides of a contiguous cache
   const int64_t block = slot * s.block_size;
   KvWriteArgs write{qkv + q, row, s.head_dim, qkv + q + kv, row, s.head_dim,
-                    {layer.k_cache, block, slot, s.head_dim}, {layer.v_cache, block, slot, s.head_dim},
+                    {layer.k_cache, block, slot, s.head_dim, s.kv_fp16},
+                    {layer.v_cache, block, slot, s.head_dim, s.kv_fp16},
                     step.slot_mapping, step.num_tokens, s.num_kv_heads, s.head_dim, s.block_size, s.num_blocks};
   reshape_and_cache(write, num_threads);
   PagedAttentionArgs args{qkv, row, s.head_dim, out, q, s.head_dim,
-                          {layer.k_cache, block, slot, s.head_dim}, {layer.v_cache, block, slot, s.head_dim},
+                          {layer.k_cache, block, slot, s.head_dim, s.kv_fp16},
+                          {layer.v_cache, block, slot, s.head_dim, s.kv_fp16},
                           step.block_table, step.max_blocks_per_seq, step.seq_lens, step.cu_seqlens_q,
                           step.num_tokens, step.num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, s.block_size,
                           step.max_blocks_per_seq, s.num_blocks, s.scale, s.sliding_window};

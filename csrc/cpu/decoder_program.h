@@ -38,8 +38,8 @@ struct DecoderLayerWeights {
   QuantLinear o;                      // [hidden, heads * head_dim]
   QuantLinear gate_up;                // [2 * intermediate, hidden]
   QuantLinear down;                   // [hidden, intermediate]
-  float* k_cache = nullptr;           // [num_blocks, block_size, kv heads, head_dim], contiguous
-  float* v_cache = nullptr;
+  void* k_cache = nullptr;            // [num_blocks, block_size, kv heads, head_dim], contiguous, fp32 or fp16
+  void* v_cache = nullptr;
 };
 
 struct DecoderShape {
@@ -54,6 +54,7 @@ struct DecoderShape {
   float eps = 0.0f;
   float scale = 0.0f;
   int sliding_window = 0;  // <= 0: unlimited
+  bool kv_fp16 = false;    // the K/V caches hold fp16 (else fp32)
 };
 
 // One scheduler step (a flat varlen batch); every array is contiguous.

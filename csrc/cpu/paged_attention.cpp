@@ -55,28 +55,30 @@ int load_queries(const PagedAttentionArgs& a, const AttentionWorkItem& item, Til
 }
 
 // Addresses of the K and V rows of keys [kv0, kv0 + n) of one kv head, through the block table.
+template <typename T>
 void locate_rows(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
-                 const float** k_rows, const float** v_rows) {
+                 const T** k_rows, const T** v_rows) {
   for (int t = 0; t < n; ++t) {
     const int64_t pos = kv0 + t;
     const int64_t page = block_row[pos / a.block_size];
     const int64_t slot = pos % a.block_size;
-    k_rows[t] = a.k.data + page * a.k.block_stride + slot * a.k.slot_stride + kv_head * a.k.head_stride;
-    v_rows[t] = a.v.data + page * a.v.block_stride + slot * a.v.slot_stride + kv_head * a.v.head_stride;
+    k_rows[t] = a.k.at<T>(page * a.k.block_stride + slot * a.k.slot_stride + kv_head * a.k.head_stride);
+    v_rows[t] = a.v.at<T>(page * a.v.block_stride + slot * a.v.slot_stride + kv_head * a.v.head_stride);
   }
 }
 
 // One online-softmax step over keys [kv0, kv0 + n) of kv head `kv_head`, for query rows
 // [first_row, first_row + rows) (those of that kv head's group).
+template <typename T>
 void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv_head, int64_t kv0, int n,
                    int first_row, int rows, TileScratch& s) {
   const int D = a.head_dim;
   float* const q = s.q.data() + static_cast<int64_t>(first_row) * D;
   float* const acc = s.acc.data() + static_cast<int64_t>(first_row) * D;
   float* const scores = s.scores.data() + static_cast<int64_t>(first_row) * kKvChunk;
-  const float* k_rows[kKvChunk];
-  const float* v_rows[kKvChunk];
-  locate_rows(a, block_row, kv_head, kv0, n, k_rows, v_rows);
+  const T* k_rows[kKvChunk];
+  const T* v_rows[kKvChunk];
+  locate_rows<T>(a, block_row, kv_head, kv0, n, k_rows, v_rows);
   if (rows >= kTransposeMinRows) {
     transpose_keys(k_rows, n, D, s.keys_t.data());
     int r = 0;
@@ -116,19 +118,20 @@ void process_chunk(const PagedAttentionArgs& a, const int32_t* block_row, int kv
   for (; r < rows; ++r) accumulate_pv<1>(acc + r * D, scores + r * kKvChunk, v_rows, n, D);
 }
 
+template <typename T>
 void run_item(const PagedAttentionArgs& a, const AttentionWorkItem& item, TileScratch& s, PartialBuffer& partials) {
   const int rows = load_queries(a, item, s);
   const int group = a.num_heads / a.num_kv_heads;
   const int32_t* block_row = a.block_table + item.seq * a.block_table_stride;
   const bool one_head = item.kv_head_end - item.kv_head_begin == 1;
   const bool decode = item.q_end - item.q_begin == 1 && item.kv_head_begin == 0 && item.kv_head_end == a.num_kv_heads;
-  if (decode) run_decode_item(a, item, s);
+  if (decode) run_decode_item<T>(a, item, s);
   for (int64_t kv0 = item.kv_begin; !decode && kv0 < item.kv_end; kv0 += kKvChunk) {
     const int n = static_cast<int>(std::min<int64_t>(kKvChunk, item.kv_end - kv0));
     // Heads innermost: a multi-head (decode) item reads each slot's rows of all heads together.
     for (int h = item.kv_head_begin; h < item.kv_head_end; ++h) {
       const int first_row = one_head ? 0 : (h - item.kv_head_begin) * group;
-      process_chunk(a, block_row, h, kv0, n, first_row, one_head ? rows : group, s);
+      process_chunk<T>(a, block_row, h, kv0, n, first_row, one_head ? rows : group, s);
     }
   }
   const int row_heads = heads_per_token(a, item);
@@ -170,7 +173,13 @@ void paged_attention(const PagedAttentionArgs& args, int num_threads) {
   {
     TileScratch scratch(max_rows, args.head_dim, args.num_heads);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < num_items; ++i) run_item(args, plan.items[i], scratch, partials);
+    for (int64_t i = 0; i < num_items; ++i) {
+      if (args.k.fp16) {
+        run_item<uint16_t>(args, plan.items[i], scratch, partials);
+      } else {
+        run_item<float>(args, plan.items[i], scratch, partials);
+      }
+    }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < static_cast<int64_t>(plan.merges.size()); ++i) merge_splits(args, plan.merges[i], partials);
   }

@@ -7,11 +7,19 @@
 namespace bastion::cpu {
 
 // One paged cache tensor; head_dim is contiguous, the other strides are in elements.
+// One of the K/V caches: fp32, or fp16 (IEEE half bits) when `fp16`; strides in elements.
 struct PagedCache {
-  const float* data;
+  const void* data;
   int64_t block_stride;
   int64_t slot_stride;
   int64_t head_stride;
+  bool fp16 = false;
+
+  // Element e of the cache as the element type the kernels read (float or uint16_t half bits).
+  template <typename T>
+  const T* at(int64_t e) const {
+    return static_cast<const T*>(data) + e;
+  }
 };
 
 struct PagedAttentionArgs {

@@ -1,13 +1,5 @@
 #include "cpu/quant_gemv.h"
 
-// F16C (every AVX2 CPU has it) converts the fp16 block scales; enabled for this file only, since the
-// library builds with -mavx2 -mfma: a scalar conversion cost ~30 % of the kernel.
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("f16c"))), apply_to = function)
-#elif defined(__GNUC__)
-#pragma GCC target("f16c")
-#endif
-
 #include <immintrin.h>
 
 #include <algorithm>
@@ -318,7 +310,3 @@ bool dequantize_rows(const uint8_t* w, int ggml_type, int64_t K, const int64_t* 
 }
 
 }  // namespace bastion::cpu
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#endif

@@ -1,5 +1,7 @@
-// AVX2/FMA helpers for the CPU kernels: dot products, fused multiply-adds over rows, and a vectorised
-// exp. Written with intrinsics because float reductions do not auto-vectorise without -ffast-math.
+// AVX2/FMA/F16C helpers for the CPU kernels: dot products, fused multiply-adds over rows, and a
+// vectorised exp. Written with intrinsics because float reductions do not auto-vectorise without
+// -ffast-math. Rows read from the KV cache are float or fp16 (stored as uint16_t bits): `load8` and
+// `to_float` read either, so the attention kernels are written once for both cache dtypes.
 #pragma once
 
 #include <immintrin.h>
@@ -17,27 +19,35 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// 8 consecutive values as floats.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t h) { return _cvtsh_ss(h); }
+
 // sum_i a[i] * b[i]; two accumulators hide the FMA latency.
-inline float dot(const float* a, const float* b, int n) {
+template <typename T>
+inline float dot(const float* a, const T* b, int n) {
   __m256 acc0 = _mm256_setzero_ps();
   __m256 acc1 = _mm256_setzero_ps();
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), acc1);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
   float sum = hsum(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum += a[i] * to_float(b[i]);
   return sum;
 }
 
 // y[i] += alpha * x[i]
-inline void axpy(float* y, float alpha, const float* x, int n) {
+template <typename T>
+inline void axpy(float* y, float alpha, const T* x, int n) {
   const __m256 va = _mm256_set1_ps(alpha);
   int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += alpha * x[i];
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * to_float(x[i]);
 }
 
 // y[i] *= alpha

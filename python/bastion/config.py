@@ -51,7 +51,11 @@ class EngineConfig(BaseSettings):
 
     block_size: int = Field(16, ge=1, le=256, description="tokens per KV block")
     num_kv_blocks: int | None = Field(None, ge=2, description="KV blocks; None = from kv_cache_memory_mb")
-    kv_cache_memory_mb: int = Field(1024, ge=1, description="memory given to the KV cache when num_kv_blocks is None")
+    kv_cache_memory_mb: int = Field(1024, ge=1, description="memory given to the KV cache when num_kv_blocks is "
+                                                            "None, shrunk to what memory_budget_mb leaves")
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="memory the weights and the KV cache share; None = 90 % of the memory available "
+                                "when the engine starts. A model that does not fit is refused before loading")
     max_num_seqs: int = Field(128, ge=1, description="most sequences in one step")
     max_num_batched_tokens: int = Field(2048, ge=1, description="token budget of one step")
     max_model_len: int | None = Field(None, ge=1, description="context length; None = the model's own")

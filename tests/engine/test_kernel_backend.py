@@ -44,7 +44,7 @@ def run(model_dir: Path, kernel_backend: str, dtype: str) -> tuple[list[list[int
     """Greedy tokens and their logprobs of ``PROMPTS`` on a CPU engine with ``kernel_backend``."""
     llm = bastion.LLM(model=str(model_dir), kernel_backend=kernel_backend, device="cpu", dtype=dtype,
                       block_size=4, num_kv_blocks=32, max_model_len=64, max_num_batched_tokens=8,
-                      enable_prefix_caching=False)
+                      enable_prefix_caching=False, kv_cache_dtype="fp32" if dtype == "float32" else "fp16")
     outs = llm.generate(PROMPTS, GREEDY, use_tqdm=False)
     logprobs = [[step[t] for step, t in zip(o.logprobs, o.token_ids, strict=True)] for o in outs]
     return [o.token_ids for o in outs], logprobs

@@ -41,7 +41,7 @@ async def test_gateway_matches_direct_engine_and_audits_model_facts(llm, audit_l
     assert result.text == expected_text and result.token_ids == expected_ids
     assert result.backend == "0" and result.finish_reason == "length" and result.output_tokens == 8
     rec = read_records(audit_path)[0]
-    assert rec["model"]["weights_sha256"] == llm.model_config.weights_sha256
+    assert rec["model"]["weights_sha256"] == llm.weights_sha256() == llm.model_config.weights_sha256
     # how the answer was computed, for reproducing it: block types, activation precision, the C++ decoder
     numerics = rec["model"]["numerics"]
     assert numerics == llm.numerics and "GGUF blocks Q4_1+Q8_0" in numerics and "activations int16" in numerics

@@ -72,6 +72,7 @@ def test_quantized_weights_stay_in_the_file_map(tmp_path) -> None:
         for part, name in zip(layer.mlp.gate_up_proj.parts, ("ffn_gate", "ffn_up"), strict=True):
             assert part.blocks.data_ptr() - base == offsets[f"blk.{i}.{name}.weight"]
     second = load_model(path)
+    assert first.weights_sha256() == second.weights_sha256()
     ids = torch.tensor(IDS)
     torch.testing.assert_close(second.model.embed_tokens(ids), model.embed_tokens(ids))
     assert second.config == first.config

@@ -31,4 +31,4 @@ def test_tokenizer_and_template_from_directory(tmp_path) -> None:
     assert tok.eos_token_ids[0] == 2 and tok.bos_token_id == 1
     assert tok.chat_template == CHAT_TEMPLATE
     assert tok.apply_chat_template([{"role": "user", "content": "w3"}]) == "[user] w3\n"
-    assert len(loaded.config.weights_sha256) == 64
+    assert len(loaded.weights_sha256()) == 64

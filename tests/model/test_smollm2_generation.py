@@ -60,5 +60,5 @@ def test_compute_logits_shape_and_dtype(smollm2_model) -> None:
 def test_load_model_none_serves_smollm2(smollm2_model) -> None:
     default = load_model(None)  # the embedded default, from the shared conversion cache
     assert default.source == smollm2_model.source
-    assert default.config.weights_sha256 == smollm2_model.config.weights_sha256
+    assert default.weights_sha256() == smollm2_model.weights_sha256()
     assert default.config.num_layers == 30 and default.config.tie_word_embeddings

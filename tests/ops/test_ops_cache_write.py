@@ -9,16 +9,18 @@ import torch
 NUM_BLOCKS, BLOCK_SIZE, KV_HEADS, HEAD_DIM = 6, 4, 3, 20
 
 
-def _caches() -> tuple[torch.Tensor, torch.Tensor]:
+def _caches(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     shape = (NUM_BLOCKS, BLOCK_SIZE, KV_HEADS, HEAD_DIM)
-    return torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    return torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 @pytest.mark.parametrize("slot_dtype", [torch.int64, torch.int32])
-def test_writes_slots_and_skips_padding(backend: str, slot_dtype: torch.dtype) -> None:
-    k_cache, v_cache = _caches()
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
+def test_writes_slots_and_skips_padding(backend: str, slot_dtype: torch.dtype, cache_dtype: torch.dtype) -> None:
+    """fp16 caches get each fp32 row rounded to nearest even, exactly as torch's conversion does."""
+    k_cache, v_cache = _caches(cache_dtype)
     k_before, v_before = k_cache.clone(), v_cache.clone()
     slots = torch.tensor([5, -1, 0, 23, -1, 12], dtype=slot_dtype)
     key = torch.randn(len(slots), KV_HEADS, HEAD_DIM)
@@ -28,7 +30,7 @@ def test_writes_slots_and_skips_padding(backend: str, slot_dtype: torch.dtype) -
     expected_k, expected_v = k_before.view(-1, KV_HEADS, HEAD_DIM).clone(), v_before.view(-1, KV_HEADS, HEAD_DIM).clone()
     for token, slot in enumerate(slots.tolist()):
         if slot >= 0:
-            expected_k[slot], expected_v[slot] = key[token], value[token]
+            expected_k[slot], expected_v[slot] = key[token].to(cache_dtype), value[token].to(cache_dtype)
     assert torch.equal(k_cache.view(-1, KV_HEADS, HEAD_DIM), expected_k)
     assert torch.equal(v_cache.view(-1, KV_HEADS, HEAD_DIM), expected_v)
     assert not torch.equal(k_cache, k_before), "the written slots must have changed"

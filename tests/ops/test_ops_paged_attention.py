@@ -123,3 +123,30 @@ def test_validation_errors() -> None:
     with pytest.raises(ValueError, match="float32"):
         ops.paged_attention(batch.q.half(), batch.k_cache.half(), batch.v_cache.half(), *batch.args()[3:],
                             backend="cpu")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(("group", "head_dim"), [(1, 64), (8, 128), (3, 72)])  # 72: the vector tails
+def test_fp16_caches_match_the_oracle_of_the_same_values(backend: str, case: str, group: int, head_dim: int) -> None:
+    """fp32 queries over fp16 caches (the CPU default, ``kv_cache_dtype="auto"``): the C++ kernels read
+    the halves exactly, so the result is the fp64 oracle of those fp16 values to fp32 rounding."""
+    batch = _batch(case, group=group, head_dim=head_dim, seed=7 * group + head_dim)
+    half = PagedBatch(batch.q, batch.k_cache.half(), batch.v_cache.half(), batch.block_table, batch.seq_lens,
+                      batch.cu_seqlens_q)
+    out = ops.paged_attention(*half.args(), backend=backend)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), attention_oracle(half), **FP32_TOL)
+
+
+def test_fp16_caches_split_decode_and_sliding_window() -> None:
+    batch = make_paged_batch([1, 1], [2000, 1500], num_kv_heads=2, group=3, head_size=64, block_size=16, seed=4)
+    half = PagedBatch(batch.q, batch.k_cache.half(), batch.v_cache.half(), batch.block_table, batch.seq_lens,
+                      batch.cu_seqlens_q)
+    cpu_backend.set_num_threads(2)
+    try:
+        for window in (None, 100):
+            out = ops.paged_attention(*half.args(), sliding_window=window, backend="cpu")
+            torch.testing.assert_close(out.double(), attention_oracle(half, sliding_window=window), **FP32_TOL)
+    finally:
+        cpu_backend.set_num_threads(None)

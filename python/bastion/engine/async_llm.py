@@ -35,6 +35,7 @@ class AsyncLLM:
         self.model_config = core.model_config
         self.max_model_len = core.max_model_len
         self.numerics = core.runner.numerics()  # for audit records: how the answers were computed
+        self.weights_sha256 = core.loaded.weights_sha256  # waits for the background hash (audit model identity)
         self.processor = InputProcessor(core.tokenizer, core.model_config.vocab_size, core.max_model_len)
         self._streams: dict[str, asyncio.Queue] = {}
         # ids whose stream already holds its last item (a finished output or an error)

@@ -65,7 +65,8 @@ class CpuDecoder:
             head_dim=config.head_dim, intermediate=config.intermediate_size, rotary_half=rotary_dim // 2,
             block_size=kv_caches[0][0].shape[1], num_blocks=kv_caches[0][0].shape[0], eps=config.rms_norm_eps,
             scale=config.head_dim**-0.5, sliding_window=config.sliding_window or 0,
-            final_norm=model.norm.weight.data_ptr(), activation_bits=activation_bits)
+            final_norm=model.norm.weight.data_ptr(), activation_bits=activation_bits,
+            kv_fp16=kv_caches[0][0].dtype == torch.float16)
         for layer, (k_cache, v_cache) in zip(model.layers, kv_caches, strict=True):
             attn, mlp = layer.self_attn, layer.mlp
             linears = [_linear(m) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)]

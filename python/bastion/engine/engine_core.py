@@ -21,9 +21,10 @@ from bastion.config import EngineConfig
 from bastion.engine.model_runner import ModelRunner
 from bastion.engine.output_processor import OutputProcessor
 from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
-from bastion.engine.placement import plan_kernel_backends, resolve_device, resolve_dtype, size_kv_cache
+from bastion.engine.placement import plan_kernel_backends, plan_memory, resolve_device, resolve_kv_dtype
 from bastion.engine.request import EngineCoreRequest, EngineRequest
 from bastion.model import load_model
+from bastion.model.loader import model_footprint, resolve_dtype
 from bastion.sampling import Sampler, SequenceState
 
 
@@ -45,19 +46,24 @@ class EngineCore:
         dtype = resolve_dtype(config.dtype, self.device)
         # checked before the weights load: a backend that cannot run here fails the construction at once
         ops_backends, sample_backend = plan_kernel_backends(config.kernel_backend, self.device, dtype)
+        # so is the memory: weights and the smallest cache must fit the budget before a weight is read
+        footprint = model_footprint(config.model, device=self.device, dtype=dtype, dequantize=config.dequantize_weights)
+        kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, self.device, dtype, ops_backends)
+        self.memory = plan_memory(config, footprint, kv_dtype, self.device)
         self.loaded = load_model(config.model, device=self.device, dtype=dtype,
                                  quantize_weights=config.quantize_weights, dequantize=config.dequantize_weights)
         self.loaded.model.set_ops_backends(ops_backends)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config
-        self.max_model_len, num_blocks = size_kv_cache(config, self.model_config, self.loaded.model)
+        self.max_model_len, num_blocks = self.memory.max_model_len, self.memory.num_blocks
         self.scheduler = _core.Scheduler(
             num_blocks, config.block_size, config.max_num_seqs, config.max_num_batched_tokens,
             self.max_model_len, enable_prefix_caching=config.enable_prefix_caching,
             policy=config.scheduling_policy, hash_seed=config.prefix_cache_seed,
             long_prefill_token_threshold=config.long_prefill_token_threshold,
         )
-        self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config)
+        self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config,
+                                  kv_dtype=self.memory.kv_dtype)
         self.sampler = Sampler(backend=sample_backend)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.requests: dict[str, EngineRequest] = {}

@@ -22,13 +22,14 @@ class ModelRunner:
     """Owns the paged KV caches of one model and runs the flat varlen batch through it."""
 
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, device: torch.device,
-                 *, config: EngineConfig | None = None) -> None:
+                 *, config: EngineConfig | None = None, kv_dtype: torch.dtype | None = None) -> None:
         """``config`` enables CUDA graphs on a CUDA device (sized by ``max_num_seqs``), or the one-call
         C++ decoder for small steps of a GGUF-quantized model on the CPU, unless ``enforce_eager``;
-        without a config the runner stays eager and exact, as it cannot know either."""
+        without a config the runner stays eager and exact, as it cannot know either. ``kv_dtype`` (default:
+        the model's dtype) is the KV cache's."""
         self.model = loaded.model
         self.device = device
-        self.kv_caches = self.model.make_kv_caches(num_blocks, block_size)
+        self.kv_caches = self.model.make_kv_caches(num_blocks, block_size, kv_dtype)
         self.graphs: CudaGraphRunner | None = None
         self.cpu_decoder: CpuDecoder | None = None
         if config is None or config.enforce_eager:

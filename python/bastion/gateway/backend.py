@@ -73,16 +73,23 @@ class LocalBackend:
 
     def __init__(self, engine: AsyncLLM, *, health_interval_s: float = 0.5) -> None:
         self.engine = engine
-        config = engine.model_config
-        # a local model has no release version: its weights hash and numerics identify it
-        self.model_info = ModelIdentity(name=config.name or "local", weights_sha256=config.weights_sha256 or None,
-                                        numerics=engine.numerics)
+        self._model_info: ModelIdentity | None = None
         self.max_context: int | None = engine.max_model_len
         self._health_interval_s = health_interval_s
         self._health: BackendHealth | None = None
         self._health_at = -float("inf")
         self._last_preemptions: tuple[float, int] | None = None
         self._queue_time_ewma = 0.0
+
+    @property
+    def model_info(self) -> ModelIdentity:
+        """Name, weights hash and numerics: a local model has no release version, these identify it. The
+        hash is computed in the background at load; the first audit record waits for it if needed."""
+        if self._model_info is None:
+            self._model_info = ModelIdentity(name=self.engine.model_config.name or "local",
+                                             weights_sha256=self.engine.weights_sha256() or None,
+                                             numerics=self.engine.numerics)
+        return self._model_info
 
     def count_tokens(self, text: str) -> int:
         """Exact prompt length with the engine's own tokenizer."""

@@ -236,10 +236,12 @@ class LlamaForCausalLM(nn.Module):
             return self.lm_head(hidden).float()
         return F.linear(hidden, self.embed_tokens.weight).float()
 
-    def make_kv_caches(self, num_blocks: int, block_size: int) -> list[KVCache]:
-        """Zeroed paged K/V caches, one ``(k, v)`` pair of ``[num_blocks, block_size, kv_heads, head_dim]`` per layer."""
+    def make_kv_caches(self, num_blocks: int, block_size: int, dtype: torch.dtype | None = None) -> list[KVCache]:
+        """Zeroed paged K/V caches of ``dtype`` (default: the model's), one ``(k, v)`` pair of
+        ``[num_blocks, block_size, kv_heads, head_dim]`` per layer."""
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"num_blocks and block_size must be positive, got {num_blocks} and {block_size}")
         shape = (num_blocks, block_size, self.config.num_kv_heads, self.config.head_dim)
-        return [(torch.zeros(shape, dtype=self.dtype, device=self.device),
-                 torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+        dtype = dtype or self.dtype
+        return [(torch.zeros(shape, dtype=dtype, device=self.device),
+                 torch.zeros(shape, dtype=dtype, device=self.device)) for _ in self.layers]

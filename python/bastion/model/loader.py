@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from bastion.errors import ModelLoadError
 from bastion.model.config import ModelConfig
 from bastion.model.fuse import fuse_hf_state_dict
 from bastion.model.gguf_file import read_gguf
-from bastion.model.gguf_model import build_block_model, open_gguf, read_block_config
+from bastion.model.gguf_model import build_block_model, open_gguf, read_block_config, weight_bytes
 from bastion.model.hf_dir import read_hf_config, read_hf_weights, weight_files
 from bastion.model.llama import LlamaForCausalLM
 from bastion.model.quantize_on_load import quantize_model
@@ -68,6 +69,40 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype
     return _DTYPES[dtype]
 
 
+@dataclass(frozen=True)
+class ModelFootprint:
+    """What a model needs before its weights are read: its config and the bytes its weights will take."""
+
+    config: ModelConfig
+    weight_bytes: int
+
+
+def model_footprint(path: str | os.PathLike[str] | None, *, device: torch.device | str = "cpu",
+                    dtype: torch.dtype | str = torch.float32, dequantize: bool = False) -> ModelFootprint:
+    """The config and in-memory weight size of what ``load_model`` would build, from headers only.
+
+    A GGUF on the CPU in fp32 keeps its blocks (the file's tensor bytes); dequantized, or from an HF
+    directory, every weight takes ``dtype``'s size. Raises ``ModelLoadError`` as ``load_model`` does.
+    """
+    source = _source(path)
+    device = torch.device(device)
+    dtype = resolve_dtype(dtype, device)
+    element = torch.empty((), dtype=dtype).element_size()
+    if source.is_dir():
+        from safetensors import safe_open
+
+        numel = 0
+        for file in weight_files(source):
+            with safe_open(str(file), framework="pt") as f:
+                numel += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())  # noqa: SIM118
+        return ModelFootprint(read_hf_config(source), numel * element)
+    reader = open_gguf(source)
+    _, config = read_block_config(reader, source)
+    if device.type == "cpu" and dtype == torch.float32 and not dequantize:
+        return ModelFootprint(config, weight_bytes(reader))
+    return ModelFootprint(config, sum(int(t.n_elements) for t in reader.tensors) * element)
+
+
 def _load_gguf(path: Path, device: torch.device, dtype: torch.dtype, dequantize: bool) -> LoadedModel:
     if device.type == "cpu" and dtype == torch.float32 and not dequantize:  # the weights stay in the file
         reader = open_gguf(path)
@@ -111,15 +146,23 @@ def load_model(path: str | os.PathLike[str] | None, *, device: torch.device | st
     return loaded
 
 
-def _load(path: str | os.PathLike[str] | None, device: torch.device | str, dtype: torch.dtype | str,
-          dequantize: bool) -> LoadedModel:
+def _source(path: str | os.PathLike[str] | None) -> Path:
+    """The model path (the embedded default for None), checked to be a directory or a .gguf file."""
     source = default_model_path() if path is None else Path(path).expanduser()
-    device = torch.device(device)
-    dtype = resolve_dtype(dtype, device)
     if source.is_dir():
-        return _load_hf_dir(source, device, dtype)
+        return source
     if not source.exists():
         raise ModelLoadError(f"model not found: {source} (expected a .gguf file or a Hugging Face directory)")
     if source.suffix.lower() != ".gguf":
         raise ModelLoadError(f"{source}: not a .gguf file (pass a GGUF file or a Hugging Face model directory)")
+    return source
+
+
+def _load(path: str | os.PathLike[str] | None, device: torch.device | str, dtype: torch.dtype | str,
+          dequantize: bool) -> LoadedModel:
+    source = _source(path)
+    device = torch.device(device)
+    dtype = resolve_dtype(dtype, device)
+    if source.is_dir():
+        return _load_hf_dir(source, device, dtype)
     return _load_gguf(source, device, dtype, dequantize)

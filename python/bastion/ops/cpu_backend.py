@@ -51,6 +51,15 @@ def _require_fp32(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"cpu backend: {name}'s last dim must be contiguous (strides {t.stride()})")
 
 
+def _require_cache(name: str, t: torch.Tensor) -> bool:
+    """Check a KV cache the C++ kernels read (fp32 or fp16, CPU, last dim contiguous); True when fp16."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"cpu backend: {name} must be a float32 or float16 CPU tensor, got {t.dtype} on {t.device}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"cpu backend: {name}'s last dim must be contiguous (strides {t.stride()})")
+    return t.dtype == torch.float16
+
+
 def _index(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` on the CPU as a contiguous tensor of ``dtype`` (a no-op when it already is one)."""
     return t.to(device="cpu", dtype=dtype).contiguous()
@@ -68,9 +77,10 @@ def paged_attention(
     sliding_window: int | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """C++ paged attention; same contract as ``bastion.ops.paged_attention``."""
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        _require_fp32(name, t)
+    """C++ paged attention (fp32 q, fp32 or fp16 caches); same contract as ``bastion.ops.paged_attention``."""
+    _require_fp32("q", q)
+    kv_fp16 = _require_cache("k_cache", k_cache)
+    _require_cache("v_cache", v_cache)
     result = torch.empty_like(q) if out is None else out
     _require_fp32("out", result)
     table = _index(block_table, torch.int32)
@@ -84,6 +94,7 @@ def paged_attention(
         table.data_ptr(), table.stride(0), lens.data_ptr(), cu.data_ptr(),
         q.shape[0], lens.shape[0], q.shape[1], k_cache.shape[2], head_dim, k_cache.shape[1], table.shape[1],
         k_cache.shape[0], head_dim**-0.5 if scale is None else float(scale), sliding_window or 0, num_threads(),
+        kv_fp16,
     )
     return result
 
@@ -91,16 +102,18 @@ def paged_attention(
 def reshape_and_cache(
     key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
-    """C++ KV write; same contract as ``bastion.ops.reshape_and_cache``."""
-    for name, t in (("key", key), ("value", value), ("k_cache", k_cache), ("v_cache", v_cache)):
+    """C++ KV write (fp32 rows into fp32 or fp16 caches); same contract as ``bastion.ops.reshape_and_cache``."""
+    for name, t in (("key", key), ("value", value)):
         _require_fp32(name, t)
+    kv_fp16 = _require_cache("k_cache", k_cache)
+    _require_cache("v_cache", v_cache)
     slots = _index(slot_mapping, torch.int64)
     _kernels.reshape_and_cache(
         key.data_ptr(), key.stride(0), key.stride(1), value.data_ptr(), value.stride(0), value.stride(1),
         k_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.data_ptr(), v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         slots.data_ptr(), key.shape[0], k_cache.shape[2], k_cache.shape[3], k_cache.shape[1], k_cache.shape[0],
-        num_threads(),
+        num_threads(), kv_fp16,
     )
 
 
