@@ -144,7 +144,7 @@ def run_bastion_decode_phase(llm: Any, prompts: TokenPrompts, max_tokens: int) -
     params = greedy_params(max_tokens)
     ids = [f"decode-phase-{i}" for i in range(len(prompts))]
     for rid, prompt in zip(ids, prompts):
-        engine.add_request(rid, prompt, params)
+        engine.add_request(llm.processor.process_inputs(rid, prompt, params))
     started: set[str] = set()
     while len(started) < len(ids):
         started.update(out.request_id for out in engine.step() if out.token_ids)
