@@ -158,7 +158,10 @@ class LlamaForCausalLM(nn.Module):
         """Allocate every layer for ``config``; build on the meta device and use ``from_state_dict`` to load."""
         super().__init__()
         self.config = config
-        self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size)
+        # an explicit (uninitialised) weight skips nn.Embedding's random init, which allocates the whole
+        # table even on the meta device; the loader assigns the real weight
+        self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size,
+                                                    _weight=torch.empty(config.vocab_size, config.hidden_size))
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head: nn.Module | None = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
