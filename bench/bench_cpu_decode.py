@@ -8,7 +8,7 @@ noisy neighbour hits every mode alike):
   dequantized    ``dequantize_weights=True``: module by module over fp32 weights (torch GEMV)
 Reports median tok/s (1 / median time per output token) and ratios to llama.cpp.
 
-    python bench/bench_cpu_decode.py [--model GGUF | --requantize Q4_K_M] [--quantize-weights Q8_0]
+    python -m bench.bench_cpu_decode [--model GGUF | --requantize Q4_K_M] [--quantize-weights Q8_0]
                                      [--max-tokens 128] [--rounds 3] [--threads N] [--json]
 
 ``--requantize Q4_K_M`` first has llama.cpp's own quantizer turn the embedded SmolLM2 into that type
@@ -23,7 +23,7 @@ import statistics
 import tempfile
 from typing import Any
 
-from common import (
+from bench.common import (
     LlamaCppPeer,
     bench_parser,
     build_prompts,

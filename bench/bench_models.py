@@ -24,9 +24,9 @@ per-round ratios. The file is read through once before the first round so neithe
 for a cold page cache. ``--json`` prints one object whose ``rows`` hold one entry per (shape, type)
 with every sample. This benchmark is not run in CI: the 8B files alone take 16 GB (F16) + 5-9 GB.
 
-    python bench/bench_models.py                                   # every shape, Q4_K_M and Q8_0
-    python bench/bench_models.py --shapes smollm2-1.7b --qtypes Q4_K_M --only decode,load --rounds 1
-    python bench/bench_models.py --json --threads 2 > models.json
+    python -m bench.bench_models                                   # every shape, Q4_K_M and Q8_0
+    python -m bench.bench_models --shapes smollm2-1.7b --qtypes Q4_K_M --only decode,load --rounds 1
+    python -m bench.bench_models --json --threads 2 > models.json
 
 Model files (random weights, nothing downloaded) are built and cached by ``bench/model_files.py`` in
 ``--workdir`` (default ``$BASTION_BENCH_MODELS`` or /root/bench-models): F16 written with gguf-py,
@@ -64,7 +64,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import (
+from tqdm.auto import tqdm
+
+from bench.common import (
     LlamaCppPeer,
     bench_parser,
     emit,
@@ -73,8 +75,7 @@ from common import (
     run_bastion_batch,
     use_threads,
 )
-from model_files import SHAPES, llama_cpp_tool, model_file
-from tqdm.auto import tqdm
+from bench.model_files import SHAPES, llama_cpp_tool, model_file
 
 METRICS = ("decode", "concurrent", "prefill", "load")
 SINGLE_METRICS = ("decode", "prefill", "load")  # measured by the single-stream workers
@@ -130,7 +131,8 @@ def peak_rss_mb() -> float:
 def bastion_worker(args: argparse.Namespace, job: str, metrics: set[str]) -> dict[str, Any]:
     """One bastion engine in this process: its load time, then the ``job``'s metrics; peak RSS last."""
     import bastion
-    from common import greedy_params, warm_up
+
+    from bench.common import greedy_params, warm_up
 
     threads = use_threads(args.threads)
     ctx = context_length(args)

@@ -8,7 +8,7 @@ per output channel, bf16 activations; ``torch._weight_int4pack_mm_for_cpu``: int
 bf16 activations) and torch's fp32 GEMM on the dequantized weight (what bastion used to keep in
 memory). Prints milliseconds per call and GFLOP/s; ``--json`` for the record.
 
-    python bench/bench_quant_gemm.py --json
+    python -m bench.bench_quant_gemm --json
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from bastion import _core
 from bastion.model.quant_linear import QuantizedLinear, QuantPart
-from common import bench_parser, emit
+
+from bench.common import bench_parser, emit
 
 Q4_K = 12
 SHAPES = {  # (N, K) of the linears of SmolLM2-1.7B / Llama-3.2-1B (hidden 2048, intermediate 8192)

@@ -6,7 +6,7 @@ fixed 8, and 0 (every step on the dequantized-panel GEMM). Steps at or below the
 C++ decoder call over the GGUF blocks; bigger ones go module by module through the panel GEMM.
 Reports median decode-only tok/s (the clock starts once every prefill is done) and ratios.
 
-    python bench/bench_small_batches.py [--sizes 4 12 24] [--threads N] [--rounds 3] [--json]
+    python -m bench.bench_small_batches [--sizes 4 12 24] [--threads N] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from common import bench_parser, build_prompts, emit, run_bastion_decode_phase, use_threads
+from bench.common import bench_parser, build_prompts, emit, run_bastion_decode_phase, use_threads
 
 
 def run(sizes: list[int], max_tokens: int, rounds: int, threads: int) -> dict[str, Any]:

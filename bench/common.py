@@ -311,7 +311,7 @@ _CATEGORIES = (
     ("norm + SiLU (C++)", ("_core.cpu.rms_norm", "_core.cpu.silu_and_mul")),
     ("sampling", ("sampler.py", "ops/sampling.py", "argmax")),
     ("scheduler (C++ step/update)", ("method 'step' of 'bastion._core", "method 'update' of 'bastion._core")),
-    ("detokenize + stop checks", ("detokenizer.py", "stop.py", "tokenizer.py")),
+    ("detokenize + stop checks", ("output_processor.py", "tokenizer.py")),
 )
 
 

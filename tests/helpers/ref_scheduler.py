@@ -23,7 +23,7 @@ class RefRequest:
     tokens: list[int]
     priority: int
     arrival: int
-    extra: tuple[int, int]  # (cache_salt, lora_id)
+    extra: int  # the cache salt (tenant) mixed into every block hash
     num_computed: int = 0
     block_ids: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)
@@ -141,15 +141,14 @@ class RefScheduler:
         self.next_arrival = 0
 
     # ---- requests -------------------------------------------------------------------------
-    def add_request(self, req_id: int, prompt_token_ids: Iterable[int], priority: int = 0, cache_salt: int = 0,
-                    lora_id: int = 0) -> None:
+    def add_request(self, req_id: int, prompt_token_ids: Iterable[int], priority: int = 0, cache_salt: int = 0) -> None:
         """Queue a request (ValueError on a duplicate id, empty prompt or one that can never fit)."""
         tokens = [int(t) for t in prompt_token_ids]
         if req_id in self.requests:
             raise ValueError(f"request {req_id}: id is already in use")
         if not tokens or len(tokens) > self.max_len:
             raise ValueError(f"request {req_id}: prompt of {len(tokens)} tokens cannot fit ({self.max_len} max)")
-        req = RefRequest(req_id, tokens, priority, self.next_arrival, (cache_salt, lora_id))
+        req = RefRequest(req_id, tokens, priority, self.next_arrival, cache_salt)
         self.next_arrival += 1
         self.requests[req_id] = req
         self._enqueue(req, at_head=False)

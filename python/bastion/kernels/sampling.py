@@ -23,10 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from bastion.sampling.params import GREEDY_TEMPERATURE
+
 from ._utils import next_power_of_2
 
-# Temperatures below this are greedy (same constant as bastion.ops.sampling).
-GREEDY_TEMPERATURE = 1e-5
 SMALLEST_NORMAL_FP32 = 1.1754943508222875e-38
 MAX_BLOCK_V = 1024
 # Pivots per pass over the vocabulary (a power of two for tl.arange); 32 cut the range 33x a round.

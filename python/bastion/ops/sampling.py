@@ -26,10 +26,11 @@ from collections.abc import Sequence
 
 import torch
 
+from bastion.sampling.params import GREEDY_TEMPERATURE
+
 PROBE_CANDIDATES = 256
 WIDE_PROBE_CANDIDATES = 4096
 BISECTION_STEPS = 32
-GREEDY_TEMPERATURE = 1e-5
 
 Param = float | int | torch.Tensor
 
