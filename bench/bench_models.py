@@ -137,8 +137,9 @@ def bastion_worker(args: argparse.Namespace, job: str, metrics: set[str]) -> dic
     threads = use_threads(args.threads)
     ctx = context_length(args)
     start = time.perf_counter()
+    options = dict(option.split("=", 1) for option in args.bastion_option)
     llm = bastion.LLM(model=args.model, num_threads=threads, max_model_len=ctx, num_kv_blocks=-(-ctx // BLOCK_SIZE),
-                      block_size=BLOCK_SIZE, max_num_seqs=args.requests, enable_prefix_caching=False)
+                      block_size=BLOCK_SIZE, max_num_seqs=args.requests, enable_prefix_caching=False, **options)
     out: dict[str, Any] = {"load_s": time.perf_counter() - start, "context": ctx,
                            "kv_cache_dtype": llm.config.kv_cache_dtype}
     if job == "concurrent":
@@ -203,14 +204,16 @@ def spawn_worker(args: argparse.Namespace, engine: str, job: str, model: Path, t
     """Run one worker process to its end; its figures, or ``{"error": ...}`` with its stderr's tail."""
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         result, log = Path(tmp) / "result.json", Path(tmp) / "stderr.log"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--job", job, "--model", str(model),
+        cmd = [sys.executable, "-m", "bench.bench_models", "--worker", engine, "--job", job, "--model", str(model),
                "--result", str(result), "--threads", str(threads), "--only", ",".join(args.only),
                "--decode-prompt-tokens", str(args.decode_prompt_tokens), "--decode-tokens", str(args.decode_tokens),
                "--requests", str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
-               "--max-tokens", str(args.max_tokens), "--prefill-tokens", str(args.prefill_tokens)]
+               "--max-tokens", str(args.max_tokens), "--prefill-tokens", str(args.prefill_tokens),
+               *[f"--bastion-option={option}" for option in args.bastion_option]]
         with log.open("w") as err:
             try:
-                proc = subprocess.run(cmd, stdout=err, stderr=err, timeout=args.worker_timeout, check=False)
+                proc = subprocess.run(cmd, stdout=err, stderr=err, timeout=args.worker_timeout, check=False,
+                                      cwd=Path(__file__).resolve().parents[1])
                 code: int | str = proc.returncode
             except subprocess.TimeoutExpired:
                 code = f"timeout after {args.worker_timeout} s"
@@ -429,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-tokens", type=int, default=64, help="output tokens of each concurrent request")
     ap.add_argument("--prefill-tokens", type=int, default=512)
     ap.add_argument("--worker-timeout", type=int, default=3600, help="seconds one engine process may take")
+    ap.add_argument("--bastion-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an EngineConfig setting for bastion's engine, e.g. gemm_dtype=bfloat16 (repeatable)")
     # internal: one engine's measurements in this process (spawned by the orchestrator)
     ap.add_argument("--worker", choices=("bastion", "llama-cpp-python"), help=argparse.SUPPRESS)
     ap.add_argument("--job", choices=("single", "concurrent"), default="single", help=argparse.SUPPRESS)
@@ -459,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     use_threads(threads)  # so the environment block reports the threads both engines ran with
     result = {"rows": rows, "threads": threads, "rounds": args.rounds, "context": context_length(args),
               "metrics": args.only, "llama_server_version": llama_server_version(),
+              "bastion_options": args.bastion_option,
               "workload": {"decode": f"1 x {args.decode_prompt_tokens} prompt x {args.decode_tokens} output",
                            "concurrent": f"{args.requests} x {args.prompt_tokens} prompt x {args.max_tokens} output",
                            "prefill": f"1 x {args.prefill_tokens} prompt"}}
