@@ -13,14 +13,18 @@ caller computes logits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from bastion.model.attention_metadata import AttentionMetadata
-from bastion.model.llama import KVCache, LlamaForCausalLM
+from bastion.model.llama import KVCache, LlamaDecoderLayer, LlamaForCausalLM
 from bastion.model.quant_linear import QuantizedLinear
+
+if TYPE_CHECKING:
+    from bastion._core.cpu import DecoderProgram
 
 
 def _linear(module: nn.Module) -> tuple[list[tuple[int, int, int]], int, int] | None:
@@ -35,7 +39,7 @@ def _linear(module: nn.Module) -> tuple[list[tuple[int, int, int]], int, int] | 
 class CpuDecoder:
     """``forward(input_ids, positions, attn)`` of a ``LlamaForCausalLM`` as one native call (see module doc)."""
 
-    def __init__(self, model: LlamaForCausalLM, kv_caches: Sequence[KVCache], program: object,
+    def __init__(self, model: LlamaForCausalLM, kv_caches: Sequence[KVCache], program: DecoderProgram,
                  max_tokens: int, threads: int) -> None:
         """Use ``create``; this keeps the tensors the program points into alive."""
         self.model = model
@@ -67,14 +71,16 @@ class CpuDecoder:
             scale=config.head_dim**-0.5, sliding_window=config.sliding_window or 0,
             final_norm=model.norm.weight.data_ptr(), activation_bits=activation_bits,
             kv_fp16=kv_caches[0][0].dtype == torch.float16)
-        for layer, (k_cache, v_cache) in zip(model.layers, kv_caches, strict=True):
+        layers = cast(Iterable[LlamaDecoderLayer], model.layers)  # what LlamaForCausalLM.__init__ builds
+        for layer, (k_cache, v_cache) in zip(layers, kv_caches, strict=True):
             attn, mlp = layer.self_attn, layer.mlp
-            linears = [_linear(m) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)]
-            if any(x is None for x in linears) or not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+            qkv, o, gate_up, down = (_linear(m) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj))
+            if (qkv is None or o is None or gate_up is None or down is None
+                    or not (k_cache.is_contiguous() and v_cache.is_contiguous())):
                 return None
             try:
                 program.add_layer(layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr(),
-                                  *linears, k_cache.data_ptr(), v_cache.data_ptr())
+                                  qkv, o, gate_up, down, k_cache.data_ptr(), v_cache.data_ptr())
             except ValueError:  # a bias on o/gate_up/down, or shapes the program does not handle
                 return None
         return cls(model, kv_caches, program, max_tokens, threads)

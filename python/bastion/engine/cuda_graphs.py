@@ -30,13 +30,16 @@ import bisect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from bastion.model import AttentionMetadata
 from bastion.ops import dispatch
+
+if TYPE_CHECKING:
+    from bastion import _core
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +178,10 @@ class StaticDecodeInputs:
         self._copied: torch.cuda.Event | None = torch.cuda.Event() if pin else None
         self._pending = False
 
-    def load(self, step: Any, size: int) -> None:
+    def load(self, step: _core.StepOutput, size: int) -> None:
         """Pad ``step`` (a pure-decode scheduler step) to ``size`` rows and place it in the device buffers."""
         if self._pending:
+            assert self._copied is not None  # _pending is only set after a record() below
             self._copied.synchronize()  # the previous step's copies have finished reading the host arrays
         pad_decode_batch(step.input_ids, step.positions, step.slot_mapping, step.block_table, step.seq_lens,
                          size, out=self.host)
@@ -186,6 +190,7 @@ class StaticDecodeInputs:
         for name, src in self._host_tensors.items():
             rows = size + 1 if name == "cu_seqlens_q" else size
             self.dev[name][:rows].copy_(src[:rows], non_blocking=True)
+        assert self._copied is not None  # a non-CPU device here is CUDA, whose buffers are pinned
         self._copied.record()
         self._pending = True
 
@@ -232,7 +237,7 @@ class CudaGraphRunner:
             return None
         return cls(model, kv_caches, max_num_seqs, device)
 
-    def can_run(self, step: Any) -> bool:
+    def can_run(self, step: _core.StepOutput) -> bool:
         """Whether ``step`` is a pure-decode batch that fits a captured size (and graphs still work)."""
         if self.disabled_reason is not None or not is_pure_decode(step.num_scheduled_tokens):
             return False
@@ -240,7 +245,7 @@ class CudaGraphRunner:
             return False
         return choose_capture_size(len(step.num_scheduled_tokens), self.sizes) is not None
 
-    def run(self, step: Any) -> torch.Tensor | None:
+    def run(self, step: _core.StepOutput) -> torch.Tensor | None:
         """Pad ``step`` into the static buffers and replay its size's graph (capturing it first if new).
 
         Returns None when the capture failed: graphs are then disabled and the caller runs eagerly.

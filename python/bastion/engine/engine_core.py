@@ -143,7 +143,7 @@ class EngineCore:
             touched.extend(self._run(step, scheduled))
         return self._collect(touched)
 
-    def _run(self, step: object, scheduled: list[EngineRequest]) -> list[EngineRequest]:
+    def _run(self, step: _core.StepOutput, scheduled: list[EngineRequest]) -> list[EngineRequest]:
         sampling = [req for req, flag in zip(scheduled, step.do_sample) if flag]
         try:
             logits = self.runner.execute(step)

@@ -7,7 +7,7 @@ decode steps replay CUDA graphs (``bastion.engine.cuda_graphs``) unless ``config
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +16,11 @@ from bastion.engine.cpu_decoder import CpuDecoder
 from bastion.engine.cuda_graphs import CudaGraphRunner
 from bastion.model import AttentionMetadata, LoadedModel
 from bastion.model.quant_linear import bf16_gemm_is_fast, configure, kernel_max_tokens, quantized_linears
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bastion import _core
 
 
 class ModelRunner:
@@ -69,14 +74,14 @@ class ModelRunner:
             parts.append("CUDA graphs")
         return "; ".join(parts)
 
-    def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         t = torch.from_numpy(array)
         if t.dtype != dtype:
             t = t.to(dtype)
         return t.to(self.device, non_blocking=True) if self.device.type != "cpu" else t
 
     @torch.inference_mode()
-    def execute(self, step: Any) -> torch.Tensor:
+    def execute(self, step: _core.StepOutput) -> torch.Tensor:
         """Run the step's tokens through the model; return float32 logits [num_sampling, vocab]."""
         hidden = self.graphs.run(step) if self.graphs is not None and self.graphs.can_run(step) else None
         if hidden is None:
@@ -87,7 +92,7 @@ class ModelRunner:
         rows = hidden.index_select(0, self._tensor(step.logits_indices, torch.int64))
         return self.model.compute_logits(rows).float()
 
-    def _forward_eager(self, step: Any) -> torch.Tensor:
+    def _forward_eager(self, step: _core.StepOutput) -> torch.Tensor:
         num_scheduled = step.num_scheduled_tokens
         seq_lens = step.seq_lens
         attn = AttentionMetadata(

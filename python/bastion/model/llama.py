@@ -10,6 +10,7 @@ fastest backend of each, or with the backends ``LlamaForCausalLM.set_ops_backend
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +154,7 @@ class LlamaForCausalLM(nn.Module):
 
     ops_backends: Mapping[str, str] = dict.fromkeys(MODEL_OPS, "auto")  # set by set_ops_backends
     rope_in_place: bool = True  # CPU fp32 rotary by rotate_neox_ while rotary is left to "auto"
+    cos_sin_cache: torch.Tensor  # a non-persistent buffer, registered in __init__
 
     def __init__(self, config: ModelConfig) -> None:
         """Allocate every layer for ``config``; build on the meta device and use ``from_state_dict`` to load."""
@@ -237,7 +239,8 @@ class LlamaForCausalLM(nn.Module):
         """float32 logits ``[S, vocab]`` of the selected hidden rows ``[S, hidden]``."""
         if self.lm_head is not None:  # its own weight, or a GGUF file's (tied) blocks as a QuantizedLinear
             return self.lm_head(hidden).float()
-        return F.linear(hidden, self.embed_tokens.weight).float()
+        # tied head without a lm_head: embed_tokens is the nn.Embedding (GGUF models always set lm_head)
+        return F.linear(hidden, cast(torch.Tensor, self.embed_tokens.weight)).float()
 
     def make_kv_caches(self, num_blocks: int, block_size: int, dtype: torch.dtype | None = None) -> list[KVCache]:
         """Zeroed paged K/V caches of ``dtype`` (default: the model's), one ``(k, v)`` pair of

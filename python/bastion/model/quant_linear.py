@@ -42,12 +42,6 @@ DEFAULT_MAX_TOKENS = 8
 PANEL_BYTES = 4 << 20
 
 
-def _cpu_kernels() -> object:
-    from bastion import _core  # the native core is only needed once a quantized layer runs
-
-    return _core.cpu
-
-
 @dataclass(frozen=True)
 class QuantPart:
     """Consecutive output rows of a weight in one ggml type: ``blocks`` uint8 ``[rows, bytes per row]``
@@ -114,8 +108,10 @@ def dequantize_part(part: QuantPart, first: int = 0, rows: int | None = None, th
         return part.blocks[first:first + count].to(dtype)
     k = _columns(part)
     out = torch.empty((count, k), dtype=dtype)
-    _cpu_kernels().dequantize_rows(part.blocks.data_ptr(), part.ggml_type, k, 0, first, count, out.data_ptr(),
-                                   dtype == torch.bfloat16, threads)
+    from bastion._core import cpu  # the native core is only needed once a quantized layer runs
+
+    cpu.dequantize_rows(part.blocks.data_ptr(), part.ggml_type, k, 0, first, count, out.data_ptr(),
+                        dtype == torch.bfloat16, threads)
     return out
 
 
@@ -181,7 +177,9 @@ class QuantizedLinear(nn.Module):
         return out.view(*lead, self.out_features)
 
     def _kernel(self, x: torch.Tensor, out: torch.Tensor, threads: int) -> None:
-        kernels, first = _cpu_kernels(), 0
+        from bastion._core import cpu as kernels  # imported once a quantized layer runs
+
+        first = 0
         for part in self.parts:  # each part fills its own column range of out
             kernels.quant_matmul(x.data_ptr(), part.blocks.data_ptr(), out[:, first:].data_ptr(), x.shape[0],
                                  part.rows, self.in_features, part.ggml_type, threads, self.activation_bits,
@@ -231,8 +229,10 @@ class QuantizedEmbedding(nn.Module):
         if self.part.ggml_type == FLOAT_TYPES["F32"]:
             torch.index_select(self.part.blocks, 0, flat, out=out)
         else:
-            _cpu_kernels().dequantize_rows(self.part.blocks.data_ptr(), self.part.ggml_type, self.embedding_dim,
-                                           flat.data_ptr(), 0, flat.numel(), out.data_ptr(), False, 1)
+            from bastion._core import cpu  # imported once a quantized embedding is read
+
+            cpu.dequantize_rows(self.part.blocks.data_ptr(), self.part.ggml_type, self.embedding_dim,
+                                flat.data_ptr(), 0, flat.numel(), out.data_ptr(), False, 1)
         return out.view(*ids.shape, self.embedding_dim)
 
 
