@@ -16,8 +16,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # the choices of quantize_weights and kernel_backend come from the code that implements them
-from bastion.model.quantize_on_load import QUANTIZE_TYPES
-from bastion.ops.dispatch import BACKENDS
+from bastion.model.quantize_on_load import QuantizeType
+from bastion.ops.dispatch import Backend
 
 
 class EngineConfig(BaseSettings):
@@ -29,7 +29,7 @@ class EngineConfig(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = Field(0, ge=0, description="default sampling seed of the engine")
-    quantize_weights: Literal[("none", *QUANTIZE_TYPES)] = Field(
+    quantize_weights: Literal["none", QuantizeType] = Field(
         "none", description="CPU fp32: also round weights the model file stores unquantized (HF directories, "
                             "F16/BF16/F32 GGUFs) to these GGUF blocks, so small steps run on the block path")
     activation_bits: Literal[16, 32] = Field(
@@ -67,7 +67,7 @@ class EngineConfig(BaseSettings):
     max_queued_requests: int | None = Field(None, ge=1, description="admission bound; past it: Overloaded")
     max_queued_tokens: int | None = Field(None, ge=1, description="bound on queued prompt tokens")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch and kernels; None = all cores")
-    kernel_backend: Literal[("auto", *BACKENDS)] = Field(
+    kernel_backend: Literal["auto", Backend] = Field(
         "auto", description="backend of every bastion.ops call the model and sampler make; "
         "\"auto\" = fastest for the device; ops the backend lacks go where \"auto\" sends them")
     enforce_eager: bool = Field(False, description="run module by module: no CUDA graphs on a GPU, no one-call "

@@ -165,7 +165,7 @@ class AuditLog:
         """Append the group's records; fail their futures (and the log) if the sink fails."""
         records = [p for p in group if p.record is not None]
         try:
-            linked = self._sink.append([p.record.body() for p in records]) if records else []
+            linked = self._sink.append([p.record.body() for p in records if p.record is not None]) if records else []
         except Exception as e:  # disk full, I/O error: the chain tail is now unknown
             log.exception("audit log %s: write failed", self.path)
             self._failure = e

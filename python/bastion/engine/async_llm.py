@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from bastion.config import EngineConfig
@@ -172,7 +172,7 @@ class AsyncLLM:
         priority: int = 0,
         deadlines: Deadlines | None = None,
         cache_salt: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Stream the outputs of one request (per ``params.output_kind``: cumulative, delta or final).
 
         Raises like ``start``. Cancelling the consuming task, or leaving the loop early, aborts the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bastion.engine.request import Deadlines, EngineCoreRequest
 from bastion.errors import PromptTooLong
@@ -27,12 +27,12 @@ Conversation = Sequence[ChatMessage]
 PromptType = str | Sequence[int] | Conversation
 
 
-def _is_token_ids(prompt: object) -> bool:
+def _is_token_ids(prompt: object) -> TypeGuard[Sequence[int]]:
     # bool is an int subclass, but True in a prompt is a caller bug, not token 1
     return isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
 
 
-def _is_conversation(prompt: object) -> bool:
+def _is_conversation(prompt: object) -> TypeGuard[Conversation]:
     return isinstance(prompt, Sequence) and bool(prompt) and all(isinstance(m, Mapping) for m in prompt)
 
 

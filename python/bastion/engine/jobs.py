@@ -86,14 +86,14 @@ class JobManager:
         self._seq = itertools.count()
         self._store = JobStore(store_path) if store_path else None
         if self._store is not None:
-            self._recover()
+            self._recover(self._store)
 
-    def _recover(self) -> None:
-        for job in self._store.load_all():  # type: ignore[union-attr]
+    def _recover(self, store: JobStore) -> None:
+        for job in store.load_all():
             if not job.done:
                 job.status, job.error = "failed", "process restarted before the job finished"
                 job.updated_at = time.time()
-                self._store.save(job)  # type: ignore[union-attr]
+                store.save(job)
             self._jobs[job.job_id] = job
 
     def _update(self, job: JobState, **changes: Any) -> None:

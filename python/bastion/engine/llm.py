@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm.auto import tqdm
 
@@ -46,10 +46,10 @@ class LLM:
         """One prompt or a list of them, as a list (each one is checked by the input processor)."""
         if isinstance(prompts, str):
             return [prompts]
-        prompts = list(prompts)
-        if prompts and all(isinstance(t, int) for t in prompts):
-            return [prompts]  # one prompt given as token ids
-        return prompts
+        items = list(prompts)
+        if items and all(isinstance(t, int) for t in items):
+            return [cast(list[int], items)]  # one prompt given as token ids
+        return cast(list[PromptType], items)  # a list of prompts
 
     def _params_per_prompt(self, params: SamplingParams | Sequence[SamplingParams] | None,
                            n: int) -> list[SamplingParams]:
@@ -78,7 +78,7 @@ class LLM:
         return self._generate(self._prompt_list(prompts), sampling_params, use_tqdm=use_tqdm, priority=priority,
                               cache_salt=cache_salt)
 
-    def _generate(self, prompts: list[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None,
+    def _generate(self, prompts: Sequence[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None,
                   *, use_tqdm: bool, priority: Sequence[int] | None = None, cache_salt: str | None = None,
                   add_generation_prompt: bool = True) -> list[RequestOutput]:
         """``generate`` over prompts of any kind the input processor takes (``chat`` passes conversations)."""
@@ -126,7 +126,10 @@ class LLM:
         """Answer one conversation (a list of ``{"role", "content"}``) or a list of conversations."""
         if not messages:
             raise ValueError("messages: empty conversation")
-        conversations = [messages] if isinstance(messages[0], Mapping) else list(messages)
+        if isinstance(messages[0], Mapping):  # one conversation
+            conversations = [cast(Conversation, messages)]
+        else:
+            conversations = list(cast(Sequence[Conversation], messages))
         return self._generate(conversations, sampling_params, use_tqdm=use_tqdm,
                               add_generation_prompt=add_generation_prompt)
 

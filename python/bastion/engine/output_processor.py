@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from bastion.engine.outputs import RequestOutput
 from bastion.sampling.params import SamplingParams
@@ -113,8 +113,10 @@ class StopChecker:
         self.params = params
         self._detokenizer = detokenizer
         self._eos_token_ids = frozenset() if params.ignore_eos else frozenset(eos_token_ids)
-        self._stop_token_ids = frozenset(params.stop_token_ids)
-        self._max_stop_len = max((len(s) for s in params.stop), default=0)
+        # SamplingParams normalises stop and stop_token_ids to tuples
+        self._stop_token_ids = frozenset(cast(tuple[int, ...], params.stop_token_ids))
+        self._stops = cast(tuple[str, ...], params.stop)
+        self._max_stop_len = max((len(s) for s in self._stops), default=0)
         # with include_stop_str_in_output a stop prefix is released anyway, so nothing is held back
         self._hold_back = bool(params.stop) and not params.include_stop_str_in_output
         # Unreleased text plus up to max_stop_len - 1 released characters before it (a stop string may
@@ -176,7 +178,7 @@ class StopChecker:
             return None
         # only occurrences that end in the new text: earlier ones were already ruled out (or came
         # before min_tokens); any such occurrence starts in the unreleased part unless nothing is held
-        hits = [(self._window.find(stop, max(0, old_len - len(stop) + 1)), stop) for stop in self.params.stop]
+        hits = [(self._window.find(stop, max(0, old_len - len(stop) + 1)), stop) for stop in self._stops]
         hits = [(index, stop) for index, stop in hits if index >= 0]
         if not hits:
             return None
@@ -192,7 +194,7 @@ class StopChecker:
         longest = min(self._max_stop_len - 1, end - self._window_released)
         for size in range(longest, 0, -1):
             tail = self._window[end - size :]
-            if any(stop.startswith(tail) for stop in self.params.stop):
+            if any(stop.startswith(tail) for stop in self._stops):
                 return end - size
         return end
 

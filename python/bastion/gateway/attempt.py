@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from bastion.gateway.backend import Backend
@@ -55,7 +55,7 @@ def _next_deadline(loop_now: float, attempt_deadline: float | None, phase_timeou
 
 
 async def run_attempt(backend: Backend, request: BackendRequest, gate: OutputGate,
-                      timeouts: Timeouts) -> AsyncIterator[Released]:
+                      timeouts: Timeouts) -> AsyncGenerator[Released, None]:
     """Yield what the gate releases from ``backend.stream(request)``; the last item has ``final``.
 
     Raises ``BackendTimeout`` (naming the phase), ``MalformedResponse`` when the stream ends with no
@@ -97,7 +97,7 @@ async def run_attempt(backend: Backend, request: BackendRequest, gate: OutputGat
 async def _stop(backend: Backend, chunks: AsyncIterator[BackendChunk], request_id: str) -> None:
     """Close the stream and abort the request; a failure here must not hide the original error."""
     try:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()  # type: ignore[attr-defined]  # Backend.stream is an async generator in practice
         await backend.abort(request_id)
     except Exception:
         log.exception("aborting %s on its backend failed", request_id)

@@ -38,8 +38,12 @@ if TYPE_CHECKING:  # the engine pulls in torch; a Gateway over remote backends n
 class Backend(Protocol):
     """What the Gateway needs from a model server, local or remote."""
 
-    model_info: ModelIdentity
     max_context: int | None
+
+    @property
+    def model_info(self) -> ModelIdentity:
+        """Which model answers (an attribute or a read-only property)."""
+        ...
 
     def stream(self, request: BackendRequest) -> AsyncIterator[BackendChunk]:
         """Stream the answer to ``request`` as chunks; the last one has ``finish_reason`` set."""
@@ -162,7 +166,7 @@ def as_backend(obj: object, where: str) -> Backend:
         return obj
     # an AsyncLLM, recognised without importing the engine (and torch) into a Gateway of remote backends
     if hasattr(obj, "generate") and hasattr(obj, "abort") and hasattr(obj, "model_config"):
-        return LocalBackend(obj)  # type: ignore[arg-type]
+        return LocalBackend(obj)  # type: ignore[arg-type]  # an AsyncLLM by the duck test above
     raise TypeError(f"backend {where} is neither a Backend nor an AsyncLLM: {type(obj).__name__}")
 
 

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.gateway.trace import RequestTrace, sampling_dict
 from bastion.gateway.types import BackendRequest, Message
@@ -63,6 +64,7 @@ def normalize_params(params: object) -> SamplingParams:
 def _check_messages(messages: list[object]) -> list[Message]:
     if not messages:
         raise ValueError("messages: the conversation is empty")
+    checked: list[Message] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise TypeError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
@@ -70,7 +72,8 @@ def _check_messages(messages: list[object]) -> list[Message]:
             raise ValueError(f"messages[{i}].role must be one of {sorted(_ROLES)}, got {m.get('role')!r}")
         if not isinstance(m.get("content"), str):
             raise TypeError(f"messages[{i}].content must be a str, got {type(m.get('content')).__name__}")
-    return [dict(m) for m in messages]
+        checked.append(dict(m))
+    return checked
 
 
 def _check_identity(name: str, value: object) -> str | None:
@@ -100,7 +103,7 @@ def build_call(prompt_or_messages: object, params: object, *, user: object, tena
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     try:
-        metadata = json.loads(json.dumps(metadata, allow_nan=False))
+        json_metadata: dict[str, Any] = json.loads(json.dumps(metadata, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata must be JSON-serializable: {e}") from None
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -108,7 +111,7 @@ def build_call(prompt_or_messages: object, params: object, *, user: object, tena
     rid = _check_identity("request_id", request_id) or uuid.uuid4().hex
     sampling_params = normalize_params(params)
     trace = RequestTrace(request_id=rid, user=_check_identity("user", user),
-                         tenant=_check_identity("tenant", tenant), metadata=metadata,
+                         tenant=_check_identity("tenant", tenant), metadata=json_metadata,
                          sampling=sampling_dict(sampling_params))
     call = Call(trace, sampling_params, prompt, messages, priority, stream)
     trace.prompt_text = call.input_text()

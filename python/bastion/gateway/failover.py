@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,7 @@ class Failover:
         self._output_guard_factory = output_guard_factory
         self._rng = rng
 
-    async def serve(self, call: Call) -> AsyncIterator[GatewayDelta]:
+    async def serve(self, call: Call) -> AsyncGenerator[GatewayDelta, None]:
         """Stream ``call``'s deltas from the first backend that serves it; the last delta is final.
 
         Raises ``AllBackendsFailed`` when no backend served it (and none blocked its output).
@@ -80,7 +80,7 @@ class Failover:
                                 + "; ".join(f"{a.backend}: {a.outcome}" for a in trace.attempts),
                                 trace.attempts, timed_out=timed_out and bool(trace.attempts))
 
-    async def _on_backend(self, call: Call, name: str, order: list[str]) -> AsyncIterator[GatewayDelta]:
+    async def _on_backend(self, call: Call, name: str, order: list[str]) -> AsyncGenerator[GatewayDelta, None]:
         """Try backend ``name`` (with retries); sets ``trace.delivered`` when it served the request."""
         trace, backend, breaker = call.trace, self.backends[name], self.breakers[name]
         retries = 0

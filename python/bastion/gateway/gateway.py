@@ -41,7 +41,7 @@ from bastion.gateway.shadow import ShadowRunner
 from bastion.gateway.telemetry import RequestSpan, Telemetry
 from bastion.gateway.trace import RequestTrace
 from bastion.gateway.types import GatewayDelta, GatewayResult, Message
-from bastion.resilience.breaker import BreakerConfig, CircuitBreaker
+from bastion.resilience.breaker import BreakerConfig, CircuitBreaker, StateTransition
 from bastion.resilience.ratelimit import ReservationTooLarge
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Gateway:
         self.hedge_policy = hedge_policy or HedgePolicy()
         self.timeouts = timeouts or Timeouts()
         self._owns_audit = isinstance(audit, (str, os.PathLike))
-        self.audit: AuditLog | None = AuditLog(audit) if self._owns_audit else audit  # type: ignore[arg-type]
+        self.audit: AuditLog | None = AuditLog(audit) if isinstance(audit, (str, os.PathLike)) else audit
         self.audit_content = audit_content or ContentPolicy()
         self.guardrails = guardrails
         self.rate_limiter = rate_limiter
@@ -106,12 +106,16 @@ class Gateway:
         self.breakers = {name: CircuitBreaker(name, breaker_config, clock=clock) for name in self.backends}
         for name, breaker in self.breakers.items():
             self.telemetry.set_breaker_state(name, breaker.state)
-            breaker.add_listener(lambda t, n=name: self.telemetry.set_breaker_state(n, t.to_state))
+            breaker.add_listener(self._breaker_listener(name))
         self.shadow = ShadowRunner(self._resolve_shadow(shadow)) if shadow is not None else None
         self._failover = Failover(self.backends, self.breakers, self.router, retry_policy=self.retry_policy,
                                   timeouts=self.timeouts, output_guard_factory=output_guard_factory(guardrails),
                                   hooks=self.hooks, telemetry=self.telemetry, refusal_message=refusal_message,
                                   rng=self._rng, hedge_policy=self.hedge_policy)
+
+    def _breaker_listener(self, name: str) -> Callable[[StateTransition], None]:
+        """Mirror breaker ``name``'s state changes into the telemetry."""
+        return lambda transition: self.telemetry.set_breaker_state(name, transition.to_state)
 
     def _resolve_shadow(self, shadow: str | Backend) -> Backend:
         if isinstance(shadow, str):

@@ -12,7 +12,7 @@ its request (a local engine frees the request's KV blocks), and the Gateway reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,7 +72,7 @@ class Leg:
     breaker_state: str
     started: float
     gate: OutputGate
-    attempt: AsyncIterator[Released]
+    attempt: AsyncGenerator[Released, None]
     hedge: bool = False  # started as a hedge (not the attempt the route chose)
     task: asyncio.Task | None = None  # the pending wait for this leg's first release
 
@@ -102,7 +102,7 @@ class HedgeRace:
         self._settle = settle
         self._racing: list[Leg] = [primary]
 
-    async def stream(self) -> AsyncIterator[Released]:
+    async def stream(self) -> AsyncGenerator[Released, None]:
         """Yield the winning leg's releases; the last one has ``final``."""
         try:
             if self.hedges_left > 0:
@@ -133,6 +133,7 @@ class HedgeRace:
             # in route order, so a tie goes to the primary
             for leg in [leg for leg in self._racing if leg.task in done]:
                 task = leg.task
+                assert task is not None  # it is in done
                 exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
                 if exc is None:
                     self.leg = leg
@@ -189,4 +190,4 @@ async def _close(leg: Leg) -> None:
         await asyncio.wait([task])
         if not task.cancelled():
             task.exception()  # retrieved: a loser's error is expected, not worth a warning
-    await leg.attempt.aclose()  # type: ignore[attr-defined]
+    await leg.attempt.aclose()

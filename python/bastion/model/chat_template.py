@@ -9,7 +9,7 @@ the same template gives the same prompt text as ``apply_chat_template``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,7 +56,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
-def validate_messages(messages: Sequence[dict[str, Any]]) -> None:
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
     """ValueError naming the problem unless ``messages`` is a list of ``{"role": str, "content": ...}`` dicts."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
@@ -80,7 +80,7 @@ class ChatTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"invalid chat template (line {exc.lineno}): {exc.message}") from exc
 
-    def render(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = True,
+    def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
                bos_token: str = "", eos_token: str = "", **variables: Any) -> str:
         """The prompt text of ``messages``; extra keyword arguments (``tools``, ...) reach the template."""
         validate_messages(messages)

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -75,7 +75,7 @@ def unpermute_qk(weight: np.ndarray, num_heads: int) -> np.ndarray:
     return weight.reshape(num_heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def open_reader(path: Path, mode: str = "r") -> Any:
+def open_reader(path: Path, mode: Literal["r", "r+", "c"] = "r") -> Any:
     """A ``gguf.GGUFReader`` of ``path`` (``mode`` "c": a private copy-on-write map); ModelLoadError for a
     missing, unreadable or truncated file."""
     import gguf

@@ -10,8 +10,9 @@ the bytes with every other process reading the same file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from bastion.model.gguf_file import (
     read_metadata,
     unpermute_qk,
 )
-from bastion.model.llama import LlamaForCausalLM
+from bastion.model.llama import LlamaDecoderLayer, LlamaForCausalLM
 from bastion.model.quant_linear import (
     FLOAT_TYPES,
     KERNEL_TYPES,
@@ -116,7 +117,7 @@ def build_block_model(reader: Any, config: ModelConfig) -> LlamaForCausalLM:
     def norm(name: str) -> nn.Parameter:
         return nn.Parameter(src.vector(name), requires_grad=False)
 
-    for i, layer in enumerate(model.layers):
+    for i, layer in enumerate(cast(Iterable[LlamaDecoderLayer], model.layers)):  # what __init__ builds
         p = f"model.layers.{i}."
         attn, mlp = layer.self_attn, layer.mlp
         qkv = tuple(f"{p}self_attn.{x}_proj.weight" for x in "qkv")

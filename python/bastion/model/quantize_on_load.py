@@ -10,14 +10,21 @@ The unquantized weights are dropped (the embedding table stays, for the lookup).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal, cast, get_args
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from bastion.model.quant_linear import KERNEL_TYPES, QuantizedLinear, QuantPart, dequantize_part
 
+if TYPE_CHECKING:
+    from bastion.model.llama import LlamaDecoderLayer, LlamaForCausalLM
+
 # the types gguf-py can quantize to (the K-quants it can only read)
-QUANTIZE_TYPES: tuple[str, ...] = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
+QuantizeType = Literal["Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"]
+QUANTIZE_TYPES: tuple[str, ...] = get_args(QuantizeType)
 
 
 def _blocks(weight: torch.Tensor, qtype: str) -> QuantPart:
@@ -37,17 +44,17 @@ def _dense(module: nn.Module) -> torch.Tensor | None:
     return None
 
 
-def quantize_model(model: nn.Module, qtype: str) -> int:
+def quantize_model(model: LlamaForCausalLM, qtype: str) -> int:
     """Replace every projection of ``model`` that lacks kernel blocks (and the output head) by a
     ``QuantizedLinear`` of ``qtype`` blocks; returns how many were replaced. Rows whose length is
     not a multiple of 32 are left as they are."""
     if qtype not in QUANTIZE_TYPES:
         raise ValueError(f"quantize_weights: {qtype!r} is not one of {', '.join(QUANTIZE_TYPES)}")
     targets: list[tuple[nn.Module, str, nn.Module]] = []
-    for layer in model.layers:
-        for owner, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
-                            (layer.mlp, "down_proj")):
-            targets.append((owner, name, getattr(owner, name)))
+    for layer in cast("Iterable[LlamaDecoderLayer]", model.layers):  # what LlamaForCausalLM.__init__ builds
+        for parent, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
+                             (layer.mlp, "down_proj")):
+            targets.append((parent, name, getattr(parent, name)))
     head = model.lm_head if model.lm_head is not None else model.embed_tokens
     targets.append((model, "lm_head", head))
     done = 0

@@ -35,7 +35,7 @@ def inverse_frequencies(rot_dim: int, theta: float, scaling: dict[str, Any] | No
     """``[rot_dim / 2]`` float64 inverse frequencies after rope scaling."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, rot_dim, 2, dtype=torch.float64) / rot_dim))
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-    if kind == "default":
+    if kind == "default" or scaling is None:  # no scaling dict means kind "default"
         return inv_freq
     if kind == "linear":
         return inv_freq / float(scaling["factor"])

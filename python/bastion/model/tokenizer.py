@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class Tokenizer:
         """Id of one token string, or None when it is not in the vocab."""
         return self.backend.token_to_id(token)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
                             **variables: Any) -> str:
         """Prompt text for a conversation, rendered with the model's own chat template."""
         if self._template is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -27,7 +27,8 @@ OPS: tuple[str, ...] = (
     "silu_and_mul",
     "sample",
 )
-BACKENDS: tuple[str, ...] = ("torch", "cpu", "triton", "cuda")
+Backend = Literal["torch", "cpu", "triton", "cuda"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 # backend name -> module implementing it (imported on first use)
 _BACKEND_MODULES: dict[str, str] = {

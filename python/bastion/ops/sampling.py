@@ -23,6 +23,7 @@ Approach:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -155,7 +156,7 @@ def uniforms(n: int, device: torch.device, generators: Sequence[torch.Generator 
     shared = torch.rand(len(unseeded), dtype=torch.float64, device=device).split(1) if unseeded else ()
     for i, d in zip(unseeded, shared, strict=True):
         draws[i] = d
-    return torch.cat(draws)
+    return torch.cat(cast(list[torch.Tensor], draws))  # every None was just filled
 
 
 def _inverse_transform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

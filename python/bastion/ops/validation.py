@@ -124,7 +124,7 @@ def check_silu_and_mul(x: torch.Tensor) -> None:
 def check_sample(
     logits: torch.Tensor,
     temperature: float | torch.Tensor,
-    top_k: int | torch.Tensor,
+    top_k: float | torch.Tensor,  # sample()'s Param: only the shape is checked here
     top_p: float | torch.Tensor,
     min_p: float | torch.Tensor,
     generators: Sequence[torch.Generator | None] | None,

@@ -126,8 +126,9 @@ class RateLimiter:
             raise ValueError(f"tokens: must be an int >= 0, got {tokens!r}")
         ids = {"user": user or ANONYMOUS, "tenant": tenant or ANONYMOUS}
         wanted: list[tuple[_BucketKey, float, float]] = []  # key, amount, capacity
+        demand: tuple[tuple[Dimension, float], ...] = (("requests", 1), ("tokens", tokens))
         for index, limit in enumerate(self.limits):
-            for dimension, amount in (("requests", 1), ("tokens", tokens)):
+            for dimension, amount in demand:
                 capacity = limit.per_minute(dimension)
                 if capacity is not None:
                     wanted.append((_BucketKey(index, limit.scope, ids[limit.scope], dimension), amount, capacity))

@@ -8,6 +8,7 @@ a caller gets the model's own belief about each token, independent of how it was
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -57,7 +58,7 @@ def compute_logprobs(
     chosen_ids = token_ids.index_select(0, index).unsqueeze(1)
     chosen = logprobs.gather(1, chosen_ids)
     ranks = (logprobs > chosen).sum(dim=1) + 1
-    num_top = max(states[i].params.logprobs for i in rows)
+    num_top = max(cast(int, states[i].params.logprobs) for i in rows)  # rows: the ones that are not None
     top_values, top_ids = logprobs.topk(num_top, dim=1) if num_top else (logprobs[:, :0], chosen_ids[:, :0])
 
     # one device->host transfer per field for the whole batch

@@ -8,7 +8,7 @@ and the stop checker read it every step and must not see it change under them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from bastion.sampling._checks import check_bool, check_float, check_int, check_stop_strings, check_token_ids
 
@@ -101,7 +101,8 @@ class SamplingParams:
     def validate_against(self, vocab_size: int) -> None:
         """Raise ``ValueError`` if a ``stop_token_ids`` entry is outside a vocabulary of ``vocab_size``."""
         check_int("vocab_size", vocab_size, low=1)
-        bad = [token for token in self.stop_token_ids if token >= vocab_size]
+        ids = cast(tuple[int, ...], self.stop_token_ids)  # normalised by validate()
+        bad = [token for token in ids if token >= vocab_size]
         if bad:
             raise ValueError(f"stop_token_ids {bad} are outside the vocabulary (size {vocab_size})")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 
@@ -42,7 +43,8 @@ class SequenceState:
         self._counts: TokenCounts | None = None
         # tokens that end generation; masked while fewer than min_tokens tokens exist
         eos = frozenset() if params.ignore_eos else self.eos_token_ids
-        self.stop_token_ids: frozenset[int] = eos | frozenset(params.stop_token_ids)
+        # SamplingParams normalises stop_token_ids to a tuple
+        self.stop_token_ids: frozenset[int] = eos | frozenset(cast(tuple[int, ...], params.stop_token_ids))
 
     @property
     def below_min_tokens(self) -> bool:

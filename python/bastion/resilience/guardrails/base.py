@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 from bastion.resilience.detectors import Finding, apply_redactions, find_in
 
@@ -54,10 +54,11 @@ class Guardrail(Protocol):
         ...
 
 
-def validate_action(action: str, allowed: Sequence[str] = CONFIGURABLE_ACTIONS) -> None:
-    """Raise a ValueError naming ``action`` unless it is one of ``allowed``."""
+def validate_action(action: str, allowed: Sequence[str] = CONFIGURABLE_ACTIONS) -> Action:
+    """``action`` as an ``Action``; raise a ValueError naming it unless it is one of ``allowed``."""
     if action not in allowed:
         raise ValueError(f"action: must be one of {', '.join(allowed)}, got {action!r}")
+    return cast(Action, action)  # every allowed list is a subset of the actions
 
 
 class SpanGuard(ABC):
@@ -76,8 +77,7 @@ class SpanGuard(ABC):
 
     def __init__(self, action: str = "block", stages: Iterable[str] = BOTH_STAGES, name: str | None = None) -> None:
         """Configure the action on a finding and the stages (``input``/``output``) the guard applies to."""
-        validate_action(action)
-        self.action: Action = action  # type: ignore[assignment]
+        self.action: Action = validate_action(action)
         self.stages = frozenset(stages)
         if not self.stages or not self.stages <= BOTH_STAGES:
             raise ValueError(f"stages: must be a non-empty subset of input/output, got {sorted(self.stages)}")

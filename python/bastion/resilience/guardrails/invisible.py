@@ -34,12 +34,13 @@ class InvisibleTextGuard(SpanGuard):
     def find(self, view: str) -> list[Finding]:
         """One finding per maximal run of same-kind invisible characters in the raw text."""
         findings: list[Finding] = []
-        run_kind, run_start = None, 0
+        run_kind: str | None = None
+        run_start = 0
         for index, char in enumerate([*view, ""]):
             kind = invisible_kind(char) if char else None
             if kind == run_kind:
                 continue
-            if run_kind in self.kinds:
+            if run_kind is not None and run_kind in self.kinds:
                 findings.append(self._finding(view, run_kind, run_start, index))
             run_kind, run_start = kind, index
         return findings

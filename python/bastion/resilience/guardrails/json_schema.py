@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from bastion.resilience.detectors import Finding
@@ -20,19 +19,19 @@ class JsonSchemaGuard:
     needs_full_text = True
     stages = frozenset({"output"})
 
-    def __init__(self, schema: Mapping[str, Any], action: str = "block", name: str | None = None,
+    def __init__(self, schema: dict[str, Any], action: str = "block", name: str | None = None,
                  max_findings: int = 20) -> None:
-        """Check outputs against ``schema``; a malformed schema is a ValueError naming ``schema``."""
+        """Check outputs against ``schema`` (a dict: jsonschema reads no other mapping as a JSON object); a
+        malformed schema is a ValueError naming ``schema``."""
         import jsonschema  # imported here so the other guards do not pay for it
 
-        validate_action(action, ("block", "log"))
+        self.action = validate_action(action, ("block", "log"))
         validator_cls = jsonschema.validators.validator_for(schema)
         try:
             validator_cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"schema: not a valid JSON Schema: {exc.message}") from exc
         self._validator = validator_cls(schema)
-        self.action = action
         self.name = name or self.name
         self.max_findings = max_findings
 
@@ -50,4 +49,4 @@ class JsonSchemaGuard:
                         for e in errors[:self.max_findings]]
         if not findings:
             return GuardDecision(self.name, stage, "allow", [], text)
-        return GuardDecision(self.name, stage, self.action, findings, text)  # type: ignore[arg-type]
+        return GuardDecision(self.name, stage, self.action, findings, text)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bastion.resilience.detectors import Finding, apply_redactions
-from bastion.resilience.guardrails.base import GuardDecision, Guardrail, Stage
+from bastion.resilience.guardrails.base import Action, GuardDecision, Guardrail, Stage
 from bastion.resilience.guardrails.injection import PromptInjectionGuard
 from bastion.resilience.guardrails.invisible import InvisibleTextGuard
 from bastion.resilience.guardrails.pii import PiiGuard
@@ -75,7 +75,7 @@ class GuardrailPipeline:
             return guard.check(text, stage)
         except Exception as exc:  # fail closed or open per the guard's action, never crash the request
             _log.exception("guard %r failed", guard.name)
-            action = "log" if guard.action == "log" else "block"
+            action: Action = "log" if guard.action == "log" else "block"
             finding = Finding("GUARD_ERROR", 0, len(text), f"{type(exc).__name__}: {exc}")
             return GuardDecision(guard.name, stage, action, [finding], text)
 

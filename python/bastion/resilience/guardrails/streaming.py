@@ -114,12 +114,12 @@ class StreamingOutputGuard:
                     fresh.append(moved)
             if fresh:
                 self.decisions.append(GuardDecision(decision.guard, "output", decision.action, fresh, ""))
-        blocking = [d for d in result.decisions if d.action == "block"]
-        if blocking:
-            kinds = sorted({f.kind for d in blocking for f in d.findings})
+        blocked = [d for d in result.decisions if d.action == "block"]
+        if blocked:
+            kinds = sorted({f.kind for d in blocked for f in d.findings})
             self._violation = GuardrailViolation(
-                f"output blocked by {', '.join(d.guard for d in blocking)}: {', '.join(kinds)}",
+                f"output blocked by {', '.join(d.guard for d in blocked)}: {', '.join(kinds)}",
                 [GuardDecision(d.guard, "output", "block",
                                [Finding(f.kind, f.start + offset, f.end + offset, f.detail) for f in d.findings], "")
-                 for d in blocking])
+                 for d in blocked])
             raise self._violation

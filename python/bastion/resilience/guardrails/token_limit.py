@@ -21,14 +21,13 @@ class TokenLimitGuard:
     def __init__(self, count_tokens: Callable[[str], int], max_tokens: int, action: str = "block",
                  stages: Iterable[str] = BOTH_STAGES, name: str | None = None) -> None:
         """Use ``count_tokens`` (e.g. ``lambda s: len(tokenizer.encode(s))``) against ``max_tokens``."""
-        validate_action(action, ("block", "log"))
+        self.action = validate_action(action, ("block", "log"))
         if not callable(count_tokens):
             raise ValueError("count_tokens: must be a callable str -> int")
         if max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {max_tokens}")
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
-        self.action = action
         self.stages = frozenset(stages)
         self.name = name or self.name
 
@@ -40,4 +39,4 @@ class TokenLimitGuard:
         if count <= self.max_tokens:
             return GuardDecision(self.name, stage, "allow", [], text)
         finding = Finding("TOKEN_LIMIT", 0, len(text), f"{count} tokens > limit {self.max_tokens}")
-        return GuardDecision(self.name, stage, self.action, [finding], text)  # type: ignore[arg-type]
+        return GuardDecision(self.name, stage, self.action, [finding], text)
