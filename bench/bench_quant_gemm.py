@@ -2,7 +2,7 @@
 
 For each (N, K) of a real model, each batch size M and each thread count: bastion's block kernel
 (``_core.cpu.quant_matmul`` on GGUF Q4_K blocks, int16 and fp32 activations), bastion's panel path
-(``QuantizedLinear``: rows dequantized into a small fp32 panel, then torch's GEMM), torch's packed
+(``QuantizedLinear``: rows dequantized into a small fp32 or bf16 panel, then torch's GEMM), torch's packed
 CPU matmuls on the same weights requantized to their formats (``torch._weight_int8pack_mm``: int8
 per output channel, bf16 activations; ``torch._weight_int4pack_mm_for_cpu``: int4 in groups of 32,
 bf16 activations) and torch's fp32 GEMM on the dequantized weight (what bastion used to keep in
@@ -66,6 +66,8 @@ def candidates(blocks: torch.Tensor, n: int, k: int, threads: int) -> dict[str, 
     sz = torch.cat([scale, zeros], dim=-1).view(n, k // 32, 2).transpose(0, 1).contiguous().to(torch.bfloat16)
     linear = {bits: QuantizedLinear(k, n, (QuantPart(blocks, Q4_K),), activation_bits=bits, threads=threads)
               for bits in (16, 32)}
+    bf16_panels = QuantizedLinear(k, n, (QuantPart(blocks, Q4_K),), threads=threads, max_tokens=0,
+                                  panel_dtype=torch.bfloat16)
 
     def block_kernel(bits: int) -> Callable[[torch.Tensor], object]:
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +82,7 @@ def candidates(blocks: torch.Tensor, n: int, k: int, threads: int) -> dict[str, 
         "block kernel fp32": block_kernel(32),
         "QuantizedLinear int16": linear[16],
         "QuantizedLinear fp32 (exact)": linear[32],
+        "QuantizedLinear bf16 panels": bf16_panels,
         "torch fp32 GEMM, dequantized W": lambda x: x @ dense.T,
         "torch _weight_int8pack_mm": lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), w8, s8),
         "torch _weight_int4pack_mm_for_cpu": lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(

@@ -43,13 +43,14 @@ class ModelRunner:
             self.graphs = CudaGraphRunner.create(self.model, self.kv_caches, config.max_num_seqs, device)
         elif device.type == "cpu":
             threads = config.num_threads or torch.get_num_threads()
-            max_tokens = (kernel_max_tokens(threads) if config.block_kernel_max_tokens is None
-                          else config.block_kernel_max_tokens)
-            if config.gemm_dtype == "bfloat16" and not bf16_gemm_is_fast():
+            panel_dtype = getattr(torch, config.gemm_dtype)
+            if panel_dtype == torch.bfloat16 and not bf16_gemm_is_fast():
                 raise ValueError("gemm_dtype: bfloat16 needs a CPU that multiplies it natively (AVX512-BF16 or "
                                  "AMX); this one would emulate it, slower than float32")
+            max_tokens = (kernel_max_tokens(threads, panel_dtype) if config.block_kernel_max_tokens is None
+                          else config.block_kernel_max_tokens)
             configure(self.model, activation_bits=config.activation_bits, max_tokens=max_tokens,
-                      panel_dtype=getattr(torch, config.gemm_dtype))
+                      panel_dtype=panel_dtype)
             self.cpu_decoder = CpuDecoder.create(self.model, self.kv_caches, max_tokens=max_tokens,
                                                  threads=threads, activation_bits=config.activation_bits)
 

@@ -71,16 +71,20 @@ class QuantPart:
         return self.blocks.numel() * self.blocks.element_size()
 
 
-def kernel_max_tokens(threads: int) -> int:
+def kernel_max_tokens(threads: int, panel_dtype: torch.dtype = torch.float32) -> int:
     """Largest step (tokens) the block kernel should serve with ``threads`` threads; the panel GEMM beyond.
 
-    The block GEMV scales with threads better than torch's small-M GEMM (SmolLM2, all 121 matrices,
-    int16 activations, 16 rows: 119 -> 65 ms from 1 to 2 threads, torch 102 -> 79 ms). Decode-phase
-    throughput of N concurrent requests, thresholds alternated in one engine (2026-11-25, quiet host):
-    1 thread, N = 12: 111 tok/s at 8, 124 at 16; N = 16: 133 at 8, 125 at 16. 2 threads, N = 12:
-    123 at 8, 218 at 16; N = 24: 194 at 8, 205 at 16, 221 at 24, 222 at 32; N = 32: 227 at 8 to 24,
-    218 at 32. Hence 12 rows per thread, at most 32 (untested beyond 2 threads).
+    fp32 panels: the block GEMV scales with threads better than torch's small-M fp32 GEMM (SmolLM2, all
+    121 matrices, int16 activations, 16 rows: 119 -> 65 ms from 1 to 2 threads, torch 102 -> 79 ms).
+    Decode-phase throughput of N concurrent requests, thresholds alternated in one engine (2026-11-25,
+    quiet host): 1 thread, N = 12: 111 tok/s at 8, 124 at 16; N = 16: 133 at 8, 125 at 16. 2 threads,
+    N = 12: 123 at 8, 218 at 16; N = 24: 194 at 8, 205 at 16, 221 at 24, 222 at 32; N = 32: 227 at 8
+    to 24, 218 at 32. Hence 12 rows per thread, at most 32 (untested beyond 2 threads).
+    bf16 panels (``bench/bench_quant_gemm.py``, 1.7B shapes, 2 threads, 2026-12-04): even with the block
+    kernel at 8 rows, 2.2x faster at 16 rows and 3-4x at 24-32: hence 8.
     """
+    if panel_dtype == torch.bfloat16:
+        return 8
     return min(12 * max(1, threads), 32)
 
 
