@@ -85,7 +85,8 @@ def _llama3_rope_freqs(head_dim: int, theta: float) -> np.ndarray:
 def write_f16(shape: ModelShape, path: Path, seed: int = 0) -> Path:
     """Write a random-weight F16 GGUF of ``shape`` (llama architecture, a byte-level BPE vocab)."""
     import gguf
-    from tokenizers.pre_tokenizers import ByteLevel
+
+    from tests.helpers.gguf_builder import add_byte_level_tokenizer
 
     rng = np.random.default_rng(seed)
     head_dim = shape.hidden // shape.heads
@@ -100,16 +101,7 @@ def write_f16(shape: ModelShape, path: Path, seed: int = 0) -> Path:
     writer.add_rope_freq_base(shape.rope_theta)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    tokens = ["<s>", "</s>", *sorted(ByteLevel.alphabet()), "\u0120t"]  # llama.cpp wants one merge at least
-    tokens += [f"<extra_{i}>" for i in range(shape.vocab - len(tokens))]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))
-    writer.add_token_merges(["\u0120 t"])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
-    writer.add_chat_template("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    add_byte_level_tokenizer(writer, shape.vocab, pre="default")
 
     def matrix(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)

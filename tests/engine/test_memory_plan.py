@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..helpers.gguf_builder import byte_level_vocab
+from ..helpers.gguf_builder import add_byte_level_tokenizer
 
 
 def _random_q4_0_gguf(path: Path, *, hidden: int = 1024, intermediate: int = 4096, layers: int = 4,
@@ -26,14 +26,7 @@ def _random_q4_0_gguf(path: Path, *, hidden: int = 1024, intermediate: int = 409
                        ("feed_forward_length", intermediate), ("head_count", 16), ("head_count_kv", 4)):
         getattr(writer, f"add_{key}")(value)
     writer.add_layer_norm_rms_eps(1e-5)
-    tokens = ["<s>", "</s>", *byte_level_vocab(), "\u0120t"]
-    tokens += [f"<extra_{i}>" for i in range(vocab - len(tokens))]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))
-    writer.add_token_merges(["\u0120 t"])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
+    add_byte_level_tokenizer(writer, vocab)
 
     def q4_0(rows: int, cols: int) -> np.ndarray:
         blocks = rng.integers(0, 256, size=(rows * cols // 32, 18), dtype=np.uint8)

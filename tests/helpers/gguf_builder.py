@@ -70,6 +70,22 @@ def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: 
     return raw.reshape(rows, -1)
 
 
+def add_byte_level_tokenizer(writer: gguf.GGUFWriter, vocab_size: int, pre: str | None = None) -> None:
+    """A GPT-2 byte-level BPE tokenizer of ``vocab_size`` tokens: <s>, </s>, the 256 byte symbols (byte b is
+    token b + 2), one merge (llama.cpp refuses a BPE vocabulary without any) and fillers; a chat template."""
+    tokens = ["<s>", "</s>", *byte_level_vocab(), "\u0120t"]
+    tokens += [f"<extra_{i}>" for i in range(vocab_size - len(tokens))]
+    writer.add_tokenizer_model("gpt2")
+    if pre is not None:
+        writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))
+    writer.add_token_merges(["\u0120 t"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    writer.add_chat_template("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+
+
 def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llama",
                      qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32,
                      rope_freqs: np.ndarray | None = None,
@@ -92,15 +108,7 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    tokens = ["<s>", "</s>", *byte_level_vocab(), "\u0120t"]
-    tokens += [f"<extra_{i}>" for i in range(cfg.vocab_size - len(tokens))]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))
-    writer.add_token_merges(["\u0120 t"])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
-    writer.add_chat_template("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    add_byte_level_tokenizer(writer, cfg.vocab_size)
     for name, tensor in hf_model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue

@@ -129,3 +129,20 @@ def test_default_model_missing_names_the_package(monkeypatch) -> None:
 
 def test_default_model_path_is_the_installed_smollm2(smollm2_path) -> None:
     assert default_model_path() == smollm2_path
+
+
+def test_header_reader_matches_gguf_py(tmp_path, smollm2_path) -> None:
+    """bastion's one-pass header reader gives gguf-py's metadata values and tensor views, byte for byte."""
+    from bastion.model.gguf_file import read_metadata
+    from bastion.model.gguf_header import GGUFHeader
+
+    tiny = write_llama_gguf(tmp_path / "tiny.gguf", tiny_model("llama3"), qtype=gguf.GGMLQuantizationType.Q8_0,
+                            rope_freqs=np.linspace(1.0, 8.0, 8))
+    for path in (smollm2_path, tiny):
+        ours, theirs = GGUFHeader(path), gguf.GGUFReader(path)
+        assert ours.fields == read_metadata(theirs) | {k: ours.fields[k] for k in ours.fields if k.startswith("GGUF.")}
+        assert len(ours.tensors) == len(theirs.tensors)
+        for a, b in zip(ours.tensors, theirs.tensors, strict=True):
+            assert (a.name, a.tensor_type, a.n_bytes, a.data_offset) == (b.name, b.tensor_type, int(b.n_bytes),
+                                                                         int(b.data_offset))
+            assert a.data.dtype == b.data.dtype and np.array_equal(a.data, b.data), a.name

@@ -10,6 +10,7 @@ the bytes with every other process reading the same file.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -26,10 +27,9 @@ from bastion.model.gguf_file import (
     config_from_metadata,
     freq_factors_scaling,
     hf_tensor_name,
-    open_reader,
-    read_metadata,
     unpermute_qk,
 )
+from bastion.model.gguf_header import GGUFHeader
 from bastion.model.llama import LlamaDecoderLayer, LlamaForCausalLM
 from bastion.model.quant_linear import (
     FLOAT_TYPES,
@@ -44,10 +44,15 @@ from bastion.model.rope import build_cos_sin_cache
 BLOCK_MODEL_TYPES: tuple[str, ...] = (*FLOAT_TYPES, *KERNEL_TYPES)
 
 
-def open_gguf(path: Path) -> Any:
-    """A ``gguf.GGUFReader`` over a private copy-on-write map of ``path``; ModelLoadError for a missing,
-    unreadable or truncated file, or one holding a tensor type bastion does not run."""
-    reader = open_reader(path, "c")
+def open_gguf(path: Path) -> GGUFHeader:
+    """The header of ``path`` over a private copy-on-write map of it (``gguf_header``); ModelLoadError
+    for a missing, unreadable or truncated file, or one holding a tensor type bastion does not run."""
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        reader = GGUFHeader(path)
+    except (ValueError, struct.error, UnicodeDecodeError, OverflowError) as exc:
+        raise ModelLoadError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
     for tensor in reader.tensors:
         if tensor.tensor_type.name not in BLOCK_MODEL_TYPES:
             raise ModelLoadError(f"{path}: tensor {tensor.name!r} has GGUF type {tensor.tensor_type.name}, which "
@@ -55,14 +60,14 @@ def open_gguf(path: Path) -> Any:
     return reader
 
 
-def weight_bytes(reader: Any) -> int:
+def weight_bytes(reader: GGUFHeader) -> int:
     """Bytes of every tensor in the file: what the block model keeps in memory (mapped)."""
     return sum(int(t.n_bytes) for t in reader.tensors)
 
 
-def read_block_config(reader: Any, path: Path) -> tuple[dict[str, Any], ModelConfig]:
+def read_block_config(reader: GGUFHeader, path: Path) -> tuple[dict[str, Any], ModelConfig]:
     """The file's metadata and ``ModelConfig`` (llama3 rope scaling read from ``rope_freqs``)."""
-    meta = read_metadata(reader)
+    meta = dict(reader.fields)
     tensors = {t.name: t for t in reader.tensors}
     config = config_from_metadata(meta, set(tensors), path)
     if ROPE_FREQS in tensors:
@@ -73,10 +78,10 @@ def read_block_config(reader: Any, path: Path) -> tuple[dict[str, Any], ModelCon
 class _Tensors:
     """The file's tensors by Hugging Face name, as ``QuantPart`` views (q/k rows unpermuted into copies)."""
 
-    def __init__(self, reader: Any, config: ModelConfig) -> None:
+    def __init__(self, reader: GGUFHeader, config: ModelConfig) -> None:
         self.by_name = {hf_tensor_name(t.name): t for t in reader.tensors if t.name != ROPE_FREQS}
         self.config = config
-        self.permuted = reader.fields["general.architecture"].contents() in PERMUTED_QK_ARCHITECTURES
+        self.permuted = reader.fields["general.architecture"] in PERMUTED_QK_ARCHITECTURES
 
     def get(self, name: str) -> Any:
         tensor = self.by_name.get(name)
@@ -102,7 +107,7 @@ class _Tensors:
         return torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
 
 
-def build_block_model(reader: Any, config: ModelConfig) -> LlamaForCausalLM:
+def build_block_model(reader: GGUFHeader, config: ModelConfig) -> LlamaForCausalLM:
     """The fp32 CPU model of ``config`` over the file's blocks (see module doc)."""
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
