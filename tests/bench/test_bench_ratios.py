@@ -74,6 +74,7 @@ def test_batched_outputs_are_complete(llm: Any, prompts: list[list[int]]) -> Non
 def test_async_within_half_of_batch(llm: Any, prompts: list[list[int]]) -> None:
     """AsyncLLM streaming keeps > 50% of LLM.generate's throughput on the same requests."""
     import bastion
+
     from bench.bench_async import run_async
 
     async def rounds() -> list[float]:
