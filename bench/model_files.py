@@ -86,20 +86,14 @@ def write_f16(shape: ModelShape, path: Path, seed: int = 0) -> Path:
     """Write a random-weight F16 GGUF of ``shape`` (llama architecture, a byte-level BPE vocab)."""
     import gguf
 
-    from tests.helpers.gguf_builder import add_byte_level_tokenizer
+    from tests.helpers.gguf_builder import add_byte_level_tokenizer, add_llama_hyperparameters
 
     rng = np.random.default_rng(seed)
     head_dim = shape.hidden // shape.heads
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"random {shape.name}")
-    writer.add_block_count(shape.layers)
-    writer.add_context_length(shape.context)
-    writer.add_embedding_length(shape.hidden)
-    writer.add_feed_forward_length(shape.intermediate)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
-    writer.add_rope_freq_base(shape.rope_theta)
-    writer.add_layer_norm_rms_eps(1e-5)
+    add_llama_hyperparameters(writer, name=f"random {shape.name}", layers=shape.layers, context=shape.context,
+                              hidden=shape.hidden, intermediate=shape.intermediate, heads=shape.heads,
+                              kv_heads=shape.kv_heads, rope_theta=shape.rope_theta)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     add_byte_level_tokenizer(writer, shape.vocab, pre="default")
 

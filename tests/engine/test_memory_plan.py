@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..helpers.gguf_builder import add_byte_level_tokenizer
+from ..helpers.gguf_builder import add_byte_level_tokenizer, add_llama_hyperparameters
 
 
 def _random_q4_0_gguf(path: Path, *, hidden: int = 1024, intermediate: int = 4096, layers: int = 4,
@@ -22,10 +22,8 @@ def _random_q4_0_gguf(path: Path, *, hidden: int = 1024, intermediate: int = 409
     """A Llama GGUF of random Q4_0 blocks (valid fp16 scales): ~100M weights, 57 MB on disk, 400 MB as fp32."""
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
-    for key, value in (("block_count", layers), ("context_length", 256), ("embedding_length", hidden),
-                       ("feed_forward_length", intermediate), ("head_count", 16), ("head_count_kv", 4)):
-        getattr(writer, f"add_{key}")(value)
-    writer.add_layer_norm_rms_eps(1e-5)
+    add_llama_hyperparameters(writer, name="random-q4_0", layers=layers, context=256, hidden=hidden,
+                              intermediate=intermediate, heads=16, kv_heads=4)
     add_byte_level_tokenizer(writer, vocab)
 
     def q4_0(rows: int, cols: int) -> np.ndarray:

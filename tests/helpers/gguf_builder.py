@@ -70,6 +70,21 @@ def random_blocks(qtype: gguf.GGMLQuantizationType, rows: int, cols: int, seed: 
     return raw.reshape(rows, -1)
 
 
+def add_llama_hyperparameters(writer: gguf.GGUFWriter, *, name: str, layers: int, context: int, hidden: int,
+                              intermediate: int, heads: int, kv_heads: int, rope_theta: float = 10000.0,
+                              rms_eps: float = 1e-5) -> None:
+    """The metadata a Llama-family GGUF's shape lives in, under llama.cpp's keys."""
+    writer.add_name(name)
+    writer.add_block_count(layers)
+    writer.add_context_length(context)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(intermediate)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(rope_theta)
+    writer.add_layer_norm_rms_eps(rms_eps)
+
+
 def add_byte_level_tokenizer(writer: gguf.GGUFWriter, vocab_size: int, pre: str | None = None) -> None:
     """A GPT-2 byte-level BPE tokenizer of ``vocab_size`` tokens: <s>, </s>, the 256 byte symbols (byte b is
     token b + 2), one merge (llama.cpp refuses a BPE vocabulary without any) and fillers; a chat template."""
@@ -99,15 +114,11 @@ def write_llama_gguf(path: Path, hf_model: torch.nn.Module, *, arch: str = "llam
     """
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name("tiny-test")
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    add_llama_hyperparameters(writer, name="tiny-test", layers=cfg.num_hidden_layers,
+                              context=cfg.max_position_embeddings, hidden=cfg.hidden_size,
+                              intermediate=cfg.intermediate_size, heads=cfg.num_attention_heads,
+                              kv_heads=cfg.num_key_value_heads, rope_theta=float(cfg.rope_parameters["rope_theta"]),
+                              rms_eps=cfg.rms_norm_eps)
     add_byte_level_tokenizer(writer, cfg.vocab_size)
     for name, tensor in hf_model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
