@@ -417,7 +417,8 @@ def print_table(result: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = bench_parser(__doc__, threads=True)
-    ap.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    ap.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=[s for s in SHAPES if s != "smollm2-135m"],
+                    help="model shapes (smollm2-135m with --qtypes Q4_1: the embedded default model)")
     ap.add_argument("--qtypes", nargs="+", default=["Q4_K_M", "Q8_0"], help="GGUF types (llama-quantize names, F16)")
     ap.add_argument("--only", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)}")
     ap.add_argument("--rounds", type=int, default=3, help="fresh worker processes per engine and metric group")

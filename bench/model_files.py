@@ -52,6 +52,7 @@ class ModelShape:
 
 
 SHAPES: dict[str, ModelShape] = {
+    "smollm2-135m": ModelShape("smollm2-135m", 576, 1536, 30, 9, 3, 49152, True, 100000.0, context=8192),
     "llama-3.2-1b": ModelShape("llama-3.2-1b", 2048, 8192, 16, 32, 8, 128256, True, 500000.0, llama3_rope=True),
     "smollm2-1.7b": ModelShape("smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, True, 130000.0),
     "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 14336, 32, 32, 8, 128256, False, 500000.0, llama3_rope=True),
@@ -135,7 +136,12 @@ def write_f16(shape: ModelShape, path: Path, seed: int = 0) -> Path:
 
 
 def model_file(shape_name: str, qtype: str, workdir: Path) -> Path:
-    """The cached GGUF of ``shape_name`` in ``qtype`` ("F16", "Q4_K_M", "Q8_0", ...), built when missing."""
+    """The cached GGUF of ``shape_name`` in ``qtype`` ("F16", "Q4_K_M", "Q8_0", ...), built when missing;
+    ``smollm2-135m`` in Q4_1 is the embedded default model itself (real weights)."""
+    if (shape_name, qtype) == ("smollm2-135m", "Q4_1"):
+        from bastion.model import default_model_path
+
+        return default_model_path()
     shape = SHAPES[shape_name]
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / f"{shape.name}-{qtype}.gguf"

@@ -36,10 +36,11 @@ class EngineConfig(BaseSettings):
         16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
                         "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")
     gemm_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="CPU: dtype of the GEMM big steps (prefill, large batches) run on dequantized "
-                               "weight panels; bfloat16 is ~5x faster where the CPU multiplies it natively "
-                               "(AVX512-BF16, AMX), ~3e-3 relative error per matmul, and makes greedy output "
-                               "depend on batching")
+        "float32", description="CPU: dtype of the GEMM big steps (prefill, batches of more than 8 requests under "
+                               "bfloat16) run on dequantized weight panels; bfloat16 is 3-4x faster where the CPU "
+                               "multiplies it natively (AVX512-BF16, AMX), ~3e-3 relative error per matmul: enough "
+                               "to change a small model's greedy answers when decode steps run it, and greedy "
+                               "output then depends on batching")
     dequantize_weights: bool = Field(
         False, description="dequantize a GGUF's quantized weights to dtype at load (exact dequantized math, 4 bytes "
                            "per weight); by default the CPU runs every linear on the file's own blocks")
