@@ -51,7 +51,8 @@ class EngineCore:
         kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, self.device, dtype, ops_backends)
         self.memory = plan_memory(config, footprint, kv_dtype, self.device)
         self.loaded = load_model(config.model, device=self.device, dtype=dtype,
-                                 quantize_weights=config.quantize_weights, dequantize=config.dequantize_weights)
+                                 quantize_weights=config.quantize_weights, dequantize=config.dequantize_weights,
+                                 footprint=footprint)
         self.loaded.model.set_ops_backends(ops_backends)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config

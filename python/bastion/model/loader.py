@@ -6,7 +6,7 @@ import importlib.util
 import math
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from bastion.errors import ModelLoadError
 from bastion.model.config import ModelConfig
 from bastion.model.fuse import fuse_hf_state_dict
 from bastion.model.gguf_file import read_gguf
+from bastion.model.gguf_header import GGUFHeader
 from bastion.model.gguf_model import build_block_model, open_gguf, read_block_config, weight_bytes
 from bastion.model.hf_dir import read_hf_config, read_hf_weights, weight_files
 from bastion.model.llama import LlamaForCausalLM
@@ -71,10 +72,12 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype
 
 @dataclass(frozen=True)
 class ModelFootprint:
-    """What a model needs before its weights are read: its config and the bytes its weights will take."""
+    """What a model needs before its weights are read: its config and the bytes its weights will take;
+    for a GGUF also the parsed header, which ``load_model(..., footprint=)`` reuses instead of parsing again."""
 
     config: ModelConfig
     weight_bytes: int
+    header: GGUFHeader | None = field(default=None, compare=False, repr=False)
 
 
 def model_footprint(path: str | os.PathLike[str] | None, *, device: torch.device | str = "cpu",
@@ -99,13 +102,14 @@ def model_footprint(path: str | os.PathLike[str] | None, *, device: torch.device
     reader = open_gguf(source)
     _, config = read_block_config(reader, source)
     if device.type == "cpu" and dtype == torch.float32 and not dequantize:
-        return ModelFootprint(config, weight_bytes(reader))
+        return ModelFootprint(config, weight_bytes(reader), reader)
     return ModelFootprint(config, sum(int(t.n_elements) for t in reader.tensors) * element)
 
 
-def _load_gguf(path: Path, device: torch.device, dtype: torch.dtype, dequantize: bool) -> LoadedModel:
+def _load_gguf(path: Path, device: torch.device, dtype: torch.dtype, dequantize: bool,
+               header: GGUFHeader | None) -> LoadedModel:
     if device.type == "cpu" and dtype == torch.float32 and not dequantize:  # the weights stay in the file
-        reader = open_gguf(path)
+        reader = header or open_gguf(path)
         meta, config = read_block_config(reader, path)
         tokenizer = Tokenizer.from_gguf_metadata(meta)
         model = build_block_model(reader, config)
@@ -131,16 +135,17 @@ def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype) -> L
 
 def load_model(path: str | os.PathLike[str] | None, *, device: torch.device | str = "cpu",
                dtype: torch.dtype | str = torch.float32, quantize_weights: str = "none",
-               dequantize: bool = False) -> LoadedModel:
+               dequantize: bool = False, footprint: ModelFootprint | None = None) -> LoadedModel:
     """Load a Llama-family model: ``None`` = the embedded SmolLM2, a ``.gguf`` file, or an HF directory.
 
     On the CPU in fp32 a GGUF's weights stay in the memory-mapped file and every linear runs on its
     blocks (``gguf_model``); ``dequantize`` (or another device/dtype) dequantizes them to ``dtype``
     instead. ``quantize_weights`` (a GGUF type, see ``quantize_on_load``) turns weights a file stores
     unquantized into blocks. The weights' sha256 is computed in the background (``LoadedModel.weights_sha256``).
+    ``footprint`` (``model_footprint`` of the same arguments) lends its parsed GGUF header.
     Raises ``ModelLoadError`` naming the path for a missing, corrupt or unsupported model.
     """
-    loaded = _load(path, device, dtype, dequantize)
+    loaded = _load(path, device, dtype, dequantize, None if footprint is None else footprint.header)
     if quantize_weights != "none" and loaded.model.device.type == "cpu" and loaded.model.dtype == torch.float32:
         quantize_model(loaded.model, quantize_weights)
     return loaded
@@ -159,10 +164,10 @@ def _source(path: str | os.PathLike[str] | None) -> Path:
 
 
 def _load(path: str | os.PathLike[str] | None, device: torch.device | str, dtype: torch.dtype | str,
-          dequantize: bool) -> LoadedModel:
+          dequantize: bool, header: GGUFHeader | None) -> LoadedModel:
     source = _source(path)
     device = torch.device(device)
     dtype = resolve_dtype(dtype, device)
     if source.is_dir():
         return _load_hf_dir(source, device, dtype)
-    return _load_gguf(source, device, dtype, dequantize)
+    return _load_gguf(source, device, dtype, dequantize, header)
