@@ -43,8 +43,9 @@ def test_output_gate_holds_text_until_checked_and_aligns_token_ids():
     pipeline = GuardrailPipeline([BannedSubstringsGuard(["forbidden"], name="ban")])
     gate = OutputGate(output_guard_factory(pipeline), check_every_chars=4)
     released = [gate.push(word, (i,), 1) for i, word in enumerate(["ab", "cd", "ef"])]
-    assert released[0] == ("", (), 0)  # under check_every_chars: not even checked yet
-    text, ids, n = gate.finish()
+    assert released[0] == ("", (), 0, None)  # under check_every_chars: not even checked yet
+    text, ids, n, logprobs = gate.finish()
+    assert logprobs is None  # the chunks had none
     total_text = "".join(r[0] for r in released) + text
     assert total_text == "abcdef"
     assert sum(len(r[1]) for r in released) + len(ids) == 3 and sum(r[2] for r in released) + n == 3

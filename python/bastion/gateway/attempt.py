@@ -13,11 +13,15 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bastion.gateway.backend import Backend
 from bastion.gateway.errors import BackendTimeout, MalformedResponse
-from bastion.gateway.guarding import OutputGate
+from bastion.gateway.guarding import OutputGate, join_logprobs
 from bastion.gateway.types import BackendChunk, BackendRequest
+
+if TYPE_CHECKING:
+    from bastion.sampling.logprobs import TokenLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,16 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Released:
-    """What an attempt lets through to the client at one step; ``final`` is the backend's last chunk."""
+    """What an attempt lets through to the client at one step; ``final`` is the backend's last chunk.
+
+    ``logprobs`` is aligned one-to-one with ``token_ids``, or None when the backend gave none.
+    """
 
     text: str
     token_ids: tuple[int, ...]
     num_tokens: int
     final: BackendChunk | None = None
+    logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 def _next_deadline(loop_now: float, attempt_deadline: float | None, phase_timeout: float | None,
@@ -81,14 +89,15 @@ async def run_attempt(backend: Backend, request: BackendRequest, gate: OutputGat
             except TimeoutError as e:
                 raise BackendTimeout(f"{phase} timeout: no chunk from the backend in time") from e
             started_output = started_output or bool(chunk.text or chunk.token_ids)
-            text, ids, n = gate.push(chunk.text, chunk.token_ids, chunk.num_tokens)
+            text, ids, n, logprobs = gate.push(chunk.text, chunk.token_ids, chunk.num_tokens, chunk.logprobs)
             if chunk.finish_reason is not None:
-                rest_text, rest_ids, rest_n = gate.finish()
+                rest = gate.finish()
                 finished = True
-                yield Released(text + rest_text, ids + rest_ids, n + rest_n, chunk)
+                yield Released(text + rest.text, ids + rest.token_ids, n + rest.num_tokens, chunk,
+                               join_logprobs(logprobs, rest.logprobs))
                 return
             if text or ids or n:
-                yield Released(text, ids, n)
+                yield Released(text, ids, n, logprobs=logprobs)
     finally:
         if not finished:
             await _stop(backend, chunks, request.request_id)

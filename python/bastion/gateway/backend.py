@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from bastion.audit.record import ModelIdentity
 from bastion.errors import PromptTooLong
@@ -32,6 +32,7 @@ from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
 if TYPE_CHECKING:  # the engine pulls in torch; a Gateway over remote backends never needs it
     from bastion.engine.async_llm import AsyncLLM
     from bastion.engine.outputs import RequestOutput
+    from bastion.sampling.logprobs import TokenLogprobs
 
 
 @runtime_checkable
@@ -120,8 +121,10 @@ class LocalBackend:
                 await self.abort(request.request_id)
 
     def _to_chunk(self, out: RequestOutput) -> BackendChunk:
+        # the engine's delta logprobs are one TokenLogprobs per new token (None unless params.logprobs)
+        logprobs = tuple(cast("list[TokenLogprobs]", out.logprobs)) if out.logprobs is not None else None
         if not out.finished:
-            return BackendChunk(out.text, tuple(out.token_ids), len(out.token_ids))
+            return BackendChunk(out.text, tuple(out.token_ids), len(out.token_ids), logprobs=logprobs)
         m = out.metrics
         # The engine ended the request on its own: a failure the Gateway can fall back from.
         if out.finish_reason == "error":
@@ -135,7 +138,7 @@ class LocalBackend:
         return BackendChunk(
             out.text, tuple(out.token_ids), len(out.token_ids), finish_reason=out.finish_reason,
             prompt_tokens=len(out.prompt_token_ids),
-            metrics={"queue_time_s": queue_time, "preemptions": float(m.num_preemptions)},
+            metrics={"queue_time_s": queue_time, "preemptions": float(m.num_preemptions)}, logprobs=logprobs,
         )
 
     async def abort(self, request_id: str) -> None:

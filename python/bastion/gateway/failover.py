@@ -3,7 +3,8 @@
 Per backend: skip it when the request no longer fits its context or its breaker is open, else
 attempt it under the phase timeouts, retrying per ``RetryPolicy``; then fall back to the next one.
 Text already sent to the client stays sent: a fallback continues after it, so the client sees one
-continuous stream. A blocking output guardrail ends in a refusal delta, never the blocked text.
+continuous stream (token ids and logprobs are per delta, so after a fallback they simply come from
+the new backend). A blocking output guardrail ends in a refusal delta, never the blocked text.
 Before the first token, a ``HedgePolicy`` may race a later backend in route order against a slow
 attempt (``hedging.HedgeRace``); the first to answer is the attempt, the other is cancelled.
 """
@@ -210,7 +211,7 @@ class Failover:
         trace = call.trace
         if trace.take(released.text, released.token_ids, released.num_tokens):
             await self.hooks.emit("first_token", trace.request_id, backend=name, ttft_s=trace.ttft_s)
-        return GatewayDelta(released.text, released.token_ids, backend=name)
+        return GatewayDelta(released.text, released.token_ids, backend=name, logprobs=released.logprobs)
 
     def _final(self, call: Call, name: str, released: Released, finish_reason: str | None) -> GatewayDelta:
         """The last delta of a served request."""
@@ -219,7 +220,8 @@ class Failover:
         trace.complete(name, self.backends[name].model_info, finish_reason, released.final)
         return GatewayDelta(released.text, released.token_ids, backend=name, finished=True,
                             finish_reason=finish_reason, audit_id=trace.audit_id, outcome=trace.outcome,
-                            prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens)
+                            prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens,
+                            logprobs=released.logprobs)
 
     def _refusal(self, call: Call) -> GatewayDelta:
         """The last delta when the output was blocked everywhere: a refusal, never the blocked text."""

@@ -136,6 +136,10 @@ class Gateway:
                                      priority, stream=False):
             parts.append(delta.text)
             result.token_ids.extend(delta.token_ids)
+            if delta.logprobs is not None:  # None until some backend gives logprobs
+                if result.logprobs is None:
+                    result.logprobs = []
+                result.logprobs.extend(delta.logprobs)
             if delta.finished:
                 result.finish_reason, result.backend = delta.finish_reason, delta.backend
                 result.audit_id, result.prompt_tokens = delta.audit_id, delta.prompt_tokens

@@ -84,7 +84,12 @@ def _status_error(status: int, body: str, response: httpx.Response) -> BackendEr
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible HTTP server as a streaming ``Backend``."""
+    """An OpenAI-compatible HTTP server as a streaming ``Backend``.
+
+    No logprobs: the OpenAI API reports them per token *string* (``logprobs.content[].token``), never
+    per token id, and ``TokenLogprobs`` is keyed by token id, so they cannot be mapped. ``params.logprobs``
+    is therefore not forwarded upstream and every chunk has ``logprobs=None`` (as it has no token ids).
+    """
 
     def __init__(
         self,

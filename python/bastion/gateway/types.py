@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the logprobs module pulls in torch; a Gateway over remote backends never needs it
+    from bastion.sampling.logprobs import TokenLogprobs
     from bastion.sampling.params import SamplingParams
 
 Message = dict[str, Any]
@@ -38,6 +39,8 @@ class BackendChunk:
     ``num_tokens`` is how many output tokens this chunk stands for (``len(token_ids)`` for a local
     engine; an upstream's best knowledge otherwise). The last chunk carries ``finish_reason`` and,
     when known, ``prompt_tokens`` and scheduler facts in ``metrics`` (queue_time_s, preemptions).
+    ``logprobs`` (when ``params.logprobs`` asked for them and the backend can give them) is aligned
+    one-to-one with ``token_ids``: one ``TokenLogprobs`` per token; None when the backend gave none.
     """
 
     text: str
@@ -46,6 +49,7 @@ class BackendChunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     metrics: dict[str, float] | None = None
+    logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,11 @@ class GatewayDelta:
     """One increment of a streamed answer.
 
     ``text`` and ``token_ids`` are new since the previous delta (token ids only from backends that
-    expose them). The last delta has ``finished=True``, the ``finish_reason`` (``"content_filter"``
-    when a guardrail stopped the answer, then ``refusal`` says why), the audit ``outcome`` and ``audit_id``.
+    expose them); ``logprobs`` holds one ``TokenLogprobs`` per id of ``token_ids`` (None when the
+    backend gave none: not asked for, or a backend that cannot). Like the ids, logprobs stop after an
+    output guardrail redacted text (they would reveal it). The last delta has ``finished=True``, the
+    ``finish_reason`` (``"content_filter"`` when a guardrail stopped the answer, then ``refusal`` says
+    why), the audit ``outcome`` and ``audit_id``.
     """
 
     text: str
@@ -76,6 +83,7 @@ class GatewayDelta:
     outcome: str | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
+    logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 @dataclass
@@ -84,7 +92,9 @@ class GatewayResult:
 
     ``text`` is the answer, or the refusal message when a guardrail blocked the output
     (``refused=True``, ``finish_reason="content_filter"``). ``backend`` names who produced the
-    final part; ``outcome`` is the audit outcome (served, fallback, blocked).
+    final part; ``outcome`` is the audit outcome (served, fallback, blocked). ``logprobs`` are the
+    deltas' logprobs in order: aligned with ``token_ids`` when every backend that answered gave them,
+    None when none did (after a fallback from, e.g., an ``OpenAIBackend`` only the local part has them).
     """
 
     text: str
@@ -96,3 +106,4 @@ class GatewayResult:
     audit_id: str | None = None
     outcome: str = "served"
     refused: bool = False
+    logprobs: list[TokenLogprobs] | None = None
