@@ -37,15 +37,18 @@ from bench.bench_serve import (
 
 
 def chunk(text: str) -> dict:
+    """A streamed completion chunk carrying ``text``."""
     return {"choices": [{"index": 0, "text": text, "finish_reason": None}]}
 
 
 def usage(prompt: int, completion: int) -> dict:
+    """The final ``include_usage`` chunk (``choices == []``)."""
     return {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                      "total_tokens": prompt + completion}}
 
 
 def record(ttft: float, e2e: float, n: int, ok: bool = True) -> RequestRecord:
+    """A finished request record with the given TTFT, E2E latency (s) and output tokens."""
     return RequestRecord(0, ok=ok, ttft_s=ttft, e2e_s=e2e, output_tokens=n, prompt_tokens=10)
 
 
