@@ -627,11 +627,13 @@ async def bench_server(name: str, args: argparse.Namespace, model: Path, options
 async def bench_inprocess(args: argparse.Namespace, model: Path, options: dict[str, str],
                           points: Sequence[LoadPoint], prompts: dict[str, list[str]],
                           slos: dict[str, float]) -> dict[str, Any]:
-    """The closed-loop points through an in-process ``bastion.AsyncLLM`` (same engine options)."""
+    """The closed-loop points through an in-process ``bastion.AsyncLLM`` (the options that are
+    ``EngineConfig`` fields; server-only ones such as ``access_log`` are left out)."""
     import dataclasses
 
     import bastion
 
+    options = {k: v for k, v in options.items() if k in bastion.EngineConfig.model_fields}  # not server flags
     entry: dict[str, Any] = {"engine_options": options, "points": []}
     try:
         start = time.perf_counter()
