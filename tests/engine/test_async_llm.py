@@ -161,6 +161,22 @@ async def test_jobs_submit_poll_result_and_restart(smollm2_path, tmp_path) -> No
         await restarted.close()
 
 
+async def test_cancelling_a_job_aborts_its_request_and_frees_its_blocks(smollm2_path) -> None:
+    engine = async_engine(smollm2_path)
+    try:
+        job_id = await engine.submit("A long story:", SamplingParams(max_tokens=2000, temperature=0.0,
+                                                                      ignore_eos=True))
+        while (await engine.poll(job_id)).output_tokens < 2:  # progress is saved every 0.25 s at most
+            await asyncio.sleep(0.01)
+        assert engine.stats()["num_running"] == 1
+        job = await engine.jobs.cancel(job_id)
+        assert (job.status, job.error) == ("aborted", "cancelled") and 2 <= job.output_tokens < 2000
+        assert len(job.token_ids) == job.output_tokens and job.text
+        assert _all_free(await _wait_all_free(engine))
+    finally:
+        await engine.close()
+
+
 async def test_1000_submissions_random_aborts_and_deadlines_leave_no_leaks(smollm2_path) -> None:
     engine = async_engine(smollm2_path, max_num_seqs=64)
     rng = random.Random(7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -11,12 +12,25 @@ from bastion.config import EngineConfig
 from bastion.engine.engine_core import EngineCore
 from bastion.engine.engine_thread import AbortCommand, EngineThread
 from bastion.engine.input_processor import InputProcessor, PromptType
-from bastion.engine.jobs import JobManager, JobState
+from bastion.engine.jobs import JobManager, JobOutcome, JobProgress, JobRunner
 from bastion.engine.metrics import EngineMetrics
 from bastion.engine.outputs import RequestOutput
 from bastion.engine.request import Deadlines, EngineCoreRequest
 from bastion.errors import EngineDead, Overloaded
 from bastion.sampling import SamplingParams
+from bastion.stores.jobs import JobState, JobStatus
+
+_JOB_STATUS_OF_REASON: dict[str, JobStatus] = {"stop": "finished", "length": "finished", "abort": "aborted",
+                                               "timeout": "failed", "error": "failed"}
+
+
+def _job_outcome(out: RequestOutput) -> JobOutcome:
+    """A job's outcome from its request's finished output."""
+    error = out.metrics.error or (f"deadline: {out.metrics.timeout_reason}" if out.finish_reason == "timeout"
+                                  else None)
+    return JobOutcome(_JOB_STATUS_OF_REASON.get(out.finish_reason or "error", "failed"), text=out.text,
+                      token_ids=list(out.token_ids), finish_reason=out.finish_reason, error=error,
+                      output_tokens=len(out.token_ids))
 
 
 class AsyncLLM:
@@ -51,7 +65,7 @@ class AsyncLLM:
         self.metrics = EngineMetrics(self.model_config.name, registry=metrics_registry,
                                      snapshot=lambda: self._thread.snapshot)
         self._thread = EngineThread(core, self._deliver_threadsafe, self._crash_threadsafe)
-        self.jobs = JobManager(self, job_store)
+        self.jobs = JobManager(job_store)
 
     # ----- plumbing between the engine thread and the event loop --------------------------------
     def _deliver_threadsafe(self, outputs: list[RequestOutput], errors: list[tuple[str, BaseException]]) -> None:
@@ -200,9 +214,38 @@ class AsyncLLM:
     async def submit(self, prompt: PromptType, params: SamplingParams | None = None, *,
                      priority: int = 0, deadlines: Deadlines | None = None,
                      on_complete: Callable[[JobState], Any] | None = None) -> str:
-        """Start a job and return its id at once (see ``poll`` and ``result``)."""
-        return await self.jobs.submit(prompt, params, priority=priority, deadlines=deadlines,
-                                      on_complete=on_complete)
+        """Start a job and return its id at once (see ``poll`` and ``result``; the id is the request's).
+
+        The request is checked and queued first: bad input and ``Overloaded`` raise (like ``start``)
+        before any job exists. ``on_complete(job)`` (may be async) runs once the job ended.
+        """
+        job_id = f"job-{uuid.uuid4().hex}"  # unique across restarts: a job store outlives the process
+        # cumulative outputs: a job's state is its whole output so far
+        request = self.processor.process_inputs(job_id, prompt, params, priority=priority, deadlines=deadlines,
+                                                output_kind="cumulative")
+        self.start(request)
+        try:
+            job = await self.jobs.submit(self._job_runner(job_id), job_id=job_id, on_complete=on_complete)
+        except BaseException:
+            self.release(job_id)
+            raise
+        return job.job_id
+
+    def _job_runner(self, request_id: str) -> JobRunner:
+        """The runner of a job over the started request ``request_id``: its outputs as progress."""
+
+        async def run(progress: JobProgress) -> JobOutcome:
+            try:
+                while True:
+                    out = await self.next_output(request_id)
+                    if out.finished:
+                        return _job_outcome(out)
+                    progress.update(text=out.text, token_ids=out.token_ids, output_tokens=len(out.token_ids))
+            except asyncio.CancelledError:
+                self.release(request_id)  # aborts the request: its KV blocks are freed within one step
+                raise
+
+        return run
 
     async def poll(self, job_id: str) -> JobState:
         """The job's status (queued, running, finished, failed, aborted) and its output so far."""
@@ -213,14 +256,14 @@ class AsyncLLM:
         return await self.jobs.result(job_id, timeout)
 
     async def close(self) -> None:
-        """Abort everything, stop the engine thread and close the job store."""
+        """Stop the jobs (a store keeps them unfinished), abort everything, stop the engine thread."""
+        await self.jobs.aclose()
         for rid in list(self._streams):
             self._thread.send(AbortCommand(rid))
         await asyncio.to_thread(self._thread.stop)
         self._dead = self._dead or EngineDead("AsyncLLM was closed")
         for stream in self._streams.values():  # nobody waits forever on a closed engine
             stream.put_nowait(EngineDead("AsyncLLM was closed before this request finished"))
-        self.jobs.close()
 
     async def __aenter__(self) -> AsyncLLM:
         return self

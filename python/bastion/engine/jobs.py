@@ -1,172 +1,323 @@
-"""Jobs: submit now, collect later. Optionally durable in SQLite (WAL) across process restarts.
+"""Jobs: submit now, collect later. One manager for ``AsyncLLM``'s jobs and the HTTP server's.
 
-A job is one request run by a background task. With a store, every state change is written
-before it is visible to ``poll``; on start, jobs a previous process left queued or running are
-marked failed with a reason (their KV state died with that process), never silently dropped.
+A job is a runner (an async function that reports progress through a ``JobProgress`` and returns a
+``JobOutcome``) run as an asyncio task, with its state in a ``JobStore`` (an SQLite file, or an
+in-memory database without a path). Every state change is saved before it is visible: a state
+``poll`` returns is on disk. A job belongs to a tenant (another tenant's job is unknown to
+``poll``/``result``/``cancel``) and may carry an idempotency key (a second submit with the same
+tenant and key returns the first job and runs nothing). Jobs a previous process left unfinished
+are re-run from their stored ``request`` by ``resume``, or marked failed with a reason: never
+silently dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
+import dataclasses
 import inspect
-import itertools
-import json
 import logging
-import sqlite3
+import math
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from bastion.engine.async_llm import AsyncLLM
-    from bastion.engine.input_processor import PromptType
-    from bastion.engine.request import Deadlines
-    from bastion.sampling import SamplingParams
+from bastion.stores.jobs import ANY_TENANT, FINAL_STATUSES, AnyTenant, JobState, JobStatus, JobStore
 
 log = logging.getLogger(__name__)
-JobStatus = Literal["queued", "running", "finished", "failed", "aborted"]
-_STATUS_OF_REASON = {"stop": "finished", "length": "finished", "abort": "aborted", "timeout": "failed",
-                     "error": "failed"}
+RESTARTED = "process restarted before the job finished"
 
 
 @dataclass
-class JobState:
-    """What ``poll``/``result`` return: status, output so far, and why it ended."""
+class JobOutcome:
+    """How a runner ended: a final status and the job's whole output (it replaces the progress)."""
 
-    job_id: str
-    status: JobStatus
+    status: JobStatus  # finished, failed or aborted
     text: str = ""
     token_ids: list[int] | None = None
     finish_reason: str | None = None
     error: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-    @property
-    def done(self) -> bool:
-        """True once the job can change no more."""
-        return self.status in ("finished", "failed", "aborted")
+    result: dict[str, Any] | None = None
+    output_tokens: int = 0
 
 
-class JobStore:
-    """Durable job states in one SQLite file (WAL, synchronous=FULL: a committed result survives a crash)."""
+class JobProgress:
+    """What a runner reports its progress through (from the event loop's thread)."""
 
-    def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL)"
-        )
+    def __init__(self, manager: JobManager, job: JobState) -> None:
+        self._manager = manager
+        self._job = job
+        self._unsaved: dict[str, Any] = {}
+        self._saved_at = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
 
-    def save(self, job: JobState) -> None:
-        """Insert or replace the job's current state."""
-        self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
-                         (job.job_id, json.dumps(asdict(job)), job.updated_at))
+    def update(self, *, text: str | None = None, token_ids: list[int] | None = None,
+               output_tokens: int | None = None) -> None:
+        """Report the output so far (the whole of it, not a delta) and make the job "running".
 
-    def load_all(self) -> list[JobState]:
-        """Every stored job."""
-        return [JobState(**json.loads(row[0])) for row in self._db.execute("SELECT state FROM jobs")]
+        The first report is saved and visible at once, later ones at most every
+        ``JobManager.progress_interval`` seconds (the latest wins; the outcome replaces them all).
+        """
+        if text is not None:
+            self._unsaved["text"] = text
+        if token_ids is not None:
+            self._unsaved["token_ids"] = list(token_ids)
+        if output_tokens is not None:
+            self._unsaved["output_tokens"] = output_tokens
+        if self._job.done:
+            return
+        wait = self._saved_at + self._manager.progress_interval - time.monotonic()
+        if self._job.status != "running" or wait <= 0:
+            self._save()
+        elif self._timer is None:  # the latest report is saved when the interval is over
+            self._timer = asyncio.get_running_loop().call_later(wait, self._save_held)
 
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+    def _save(self) -> None:
+        self._manager._change(self._job, status="running", **self._take_unsaved())
+        self._saved_at = time.monotonic()
+
+    def _save_held(self) -> None:
+        self._timer = None
+        if self._unsaved and not self._job.done and not self._manager.closed:
+            try:
+                self._save()
+            except Exception:
+                log.exception("job %s: saving its progress failed", self._job.job_id)
+
+    def _take_unsaved(self) -> dict[str, Any]:
+        """The reports not saved yet, as changes to the job's state (forgotten here, never saved by it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
+
+
+JobRunner = Callable[[JobProgress], Awaitable[JobOutcome]]
+
+
+def _outcome_changes(outcome: object) -> dict[str, Any]:
+    if not isinstance(outcome, JobOutcome):
+        raise TypeError(f"the job's runner returned {outcome!r}, not a JobOutcome")
+    if outcome.status not in FINAL_STATUSES:
+        raise ValueError(f"the job's runner returned status {outcome.status!r}; want finished, failed or aborted")
+    return dataclasses.asdict(outcome)
 
 
 class JobManager:
-    """Runs jobs as asyncio tasks over ``AsyncLLM.start``/``next_output`` and keeps their states."""
+    """Runs jobs as asyncio tasks and keeps their states in a ``JobStore``.
 
-    def __init__(self, engine: AsyncLLM, store_path: str | None) -> None:
-        self._engine = engine
-        self._jobs: dict[str, JobState] = {}
-        self._done: dict[str, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._seq = itertools.count()
-        self._store = JobStore(store_path) if store_path else None
-        if self._store is not None:
-            self._recover(self._store)
+    ``store``: a ``JobStore`` (closed by ``aclose``), an SQLite path, or None (in memory: nothing
+    survives the process). ``resume(job)`` gives the runner that re-runs a job a previous process
+    left unfinished (from ``job.request``; ``job.attempts`` counts the runs started so far), or None
+    to give it up; without it such jobs are marked failed at once. ``progress_interval``: the
+    shortest time between two saves of a job's progress (status changes are saved at once).
+    """
 
-    def _recover(self, store: JobStore) -> None:
-        for job in store.load_all():
+    def __init__(self, store: JobStore | str | None, *,
+                 resume: Callable[[JobState], JobRunner | None] | None = None,
+                 progress_interval: float = 0.25) -> None:
+        self._store = store if isinstance(store, JobStore) else JobStore(":memory:" if store is None else store)
+        self.progress_interval = progress_interval
+        self._live: dict[str, JobState] = {}  # jobs not done, and the ones a failed save left in memory
+        self._ended: dict[str, asyncio.Event] = {}  # set when the job's run ends (or the manager closes)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started: set[str] = set()  # jobs whose task has taken its first step
+        self._cancelled: set[str] = set()  # jobs ``cancel`` is stopping
+        self._pending: dict[str, JobRunner] = {}  # unfinished jobs of a previous process, to resume
+        self._closed = False
+        for job in self._store.load_all():
             if not job.done:
-                job.status, job.error = "failed", "process restarted before the job finished"
-                job.updated_at = time.time()
-                store.save(job)
-            self._jobs[job.job_id] = job
+                self._recover(job, resume)
 
-    def _update(self, job: JobState, **changes: Any) -> None:
-        for key, value in changes.items():
-            setattr(job, key, value)
-        job.updated_at = time.time()
-        if self._store is not None:
-            self._store.save(job)
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose`` began: nothing more is submitted, resumed or saved."""
+        return self._closed
 
-    async def submit(self, prompt: PromptType, params: SamplingParams | None, *, priority: int,
-                     deadlines: Deadlines | None, on_complete: Callable[[JobState], Any] | None) -> str:
-        """Check and start the job's request, record the job as queued, return its id."""
-        job_id = f"job-{uuid.uuid4().hex[:12]}-{next(self._seq)}"
-        now = time.time()
-        job = JobState(job_id, "queued", token_ids=[], created_at=now, updated_at=now)
-        # cumulative outputs: a job's state is its whole output so far. Bad input and Overloaded
-        # raise here, before the job exists.
-        request = self._engine.processor.process_inputs(job_id, prompt, params, priority=priority,
-                                                        deadlines=deadlines, output_kind="cumulative")
-        self._engine.start(request)
-        self._jobs[job_id] = job
-        self._done[job_id] = asyncio.Event()
-        self._update(job)
-        task = asyncio.create_task(self._run(job, on_complete))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return job_id
-
-    async def _run(self, job: JobState, on_complete: Callable[[JobState], Any] | None) -> None:
-        try:
-            while True:
-                out = await self._engine.next_output(job.job_id)
-                if not out.finished:
-                    self._update(job, status="running", text=out.text, token_ids=list(out.token_ids))
-                    continue
-                error = out.metrics.error or (f"deadline: {out.metrics.timeout_reason}"
-                                              if out.finish_reason == "timeout" else None)
-                self._update(job, status=_STATUS_OF_REASON.get(out.finish_reason or "error", "failed"),
-                             text=out.text, token_ids=list(out.token_ids), finish_reason=out.finish_reason,
-                             error=error)
-                break
-        except asyncio.CancelledError:
-            self._engine.release(job.job_id)
-            self._update(job, status="aborted", error="job task cancelled")
-            raise
-        except Exception as exc:
-            self._update(job, status="failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self._done[job.job_id].set()
-        if on_complete is not None:
+    def _recover(self, job: JobState, resume: Callable[[JobState], JobRunner | None] | None) -> None:
+        runner = None
+        if resume is not None and job.request is not None:
             try:
-                result = on_complete(job)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("job %s: completion callback raised", job.job_id)
+                runner = resume(job)
+            except Exception as exc:
+                log.exception("job %s: resume raised", job.job_id)
+                self._change(job, status="failed", error=f"{RESTARTED}; resuming it raised "
+                                                         f"{type(exc).__name__}: {exc}")
+                return
+        if runner is None:
+            self._change(job, status="failed", error=RESTARTED)
+            return
+        self._live[job.job_id] = job
+        self._ended[job.job_id] = asyncio.Event()
+        self._pending[job.job_id] = runner
 
-    def poll(self, job_id: str) -> JobState:
-        """Current state; KeyError naming the id if unknown."""
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise KeyError(f"job_id: unknown job {job_id!r}") from None
+    def _change(self, job: JobState, **changes: Any) -> None:
+        """Save the job with ``changes``, then make them visible."""
+        new = dataclasses.replace(job, **changes, updated_at=time.time())
+        self._store.save(new)
+        vars(job).update(vars(new))
 
-    async def result(self, job_id: str, timeout: float | None) -> JobState:
-        """Wait for the job to end."""
-        job = self.poll(job_id)
-        if not job.done:
-            await asyncio.wait_for(self._done[job_id].wait(), timeout)
+    def _start(self, job: JobState, run: JobRunner, on_complete: Callable[[JobState], Any] | None) -> None:
+        self._live[job.job_id] = job
+        self._ended.setdefault(job.job_id, asyncio.Event())
+        self._tasks[job.job_id] = asyncio.create_task(self._run(job, run, on_complete), name=f"job {job.job_id}")
+
+    async def resume_pending(self) -> builtins.list[str]:
+        """(Re)start the unfinished jobs ``resume`` took on: queued again, one more attempt; their ids."""
+        if self._closed:
+            raise RuntimeError("JobManager is closed")
+        pending, self._pending = self._pending, {}
+        for job_id, run in pending.items():
+            job = self._live[job_id]
+            self._change(job, status="queued", text="", token_ids=None, finish_reason=None, error=None,
+                         result=None, output_tokens=0, attempts=job.attempts + 1)
+            self._start(job, run, None)
+        return list(pending)
+
+    async def submit(self, run: JobRunner, *, tenant: str | None = None, idempotency_key: str | None = None,
+                     request: dict[str, Any] | None = None, job_id: str | None = None,
+                     on_complete: Callable[[JobState], Any] | None = None) -> JobState:
+        """Record a job as queued, then start ``run`` on it; returns the job's (live) state.
+
+        A second submit with the same ``tenant`` and ``idempotency_key`` returns the first job and
+        runs nothing. ``request``: JSON to re-run the job from after a restart (see ``resume``).
+        ``on_complete(job)`` (may be async; what it raises is logged) runs once the job ended here:
+        finished, failed or cancelled, not stopped by ``aclose``. Raises ValueError for a
+        ``job_id`` already used and TypeError for a ``request`` that is not JSON.
+        """
+        if self._closed:
+            raise RuntimeError("JobManager is closed")
+        if idempotency_key is not None:
+            existing = self._store.find(tenant, idempotency_key)
+            if existing is not None:
+                return self._live.get(existing.job_id, existing)
+        if job_id is None:
+            job_id = f"job-{uuid.uuid4().hex}"
+        elif job_id in self._live or self._store.get(job_id) is not None:
+            raise ValueError(f"job_id: {job_id!r} is already used")
+        now = time.time()
+        job = JobState(job_id, "queued", created_at=now, updated_at=now, tenant=tenant,
+                       idempotency_key=idempotency_key, request=request, attempts=1)
+        self._store.save(job)
+        self._start(job, run, on_complete)
         return job
 
-    def close(self) -> None:
-        """Close the store (running jobs were aborted by the engine)."""
-        if self._store is not None:
-            self._store.close()
+    async def _run(self, job: JobState, run: JobRunner, on_complete: Callable[[JobState], Any] | None) -> None:
+        job_id = job.job_id
+        self._started.add(job_id)
+        progress = JobProgress(self, job)
+        try:
+            try:
+                changes = _outcome_changes(await run(progress))
+                progress._take_unsaved()  # the outcome replaces the reports
+            except asyncio.CancelledError:
+                if job_id not in self._cancelled:
+                    raise  # aclose, or the loop shutting down: left unfinished, for a restart to resume
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                changes = {**progress._take_unsaved(), "status": "aborted", "error": "cancelled"}
+            except Exception as exc:
+                changes = {**progress._take_unsaved(), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            try:
+                self._change(job, **changes)
+                del self._live[job_id]  # the store holds it now
+            except Exception:
+                log.exception("job %s: saving its final state failed; it is kept in memory", job_id)
+                vars(job).update(changes, updated_at=time.time())
+            self._wake(job_id)
+            if on_complete is not None:
+                try:
+                    returned = on_complete(job)
+                    if inspect.isawaitable(returned):
+                        await returned
+                except Exception:
+                    log.exception("job %s: on_complete raised", job_id)
+        finally:
+            self._tasks.pop(job_id, None)
+            self._started.discard(job_id)
+            self._cancelled.discard(job_id)
+            self._wake(job_id)
 
+    def _wake(self, job_id: str) -> None:
+        event = self._ended.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def poll(self, job_id: str, tenant: str | None | AnyTenant = ANY_TENANT) -> JobState:
+        """The job's current state; KeyError naming the id if unknown, or not ``tenant``'s when given."""
+        job = self._live.get(job_id)
+        if job is None:
+            job = self._store.get(job_id)
+        if job is None or (not isinstance(tenant, AnyTenant) and job.tenant != tenant):
+            raise KeyError(f"job_id: unknown job {job_id!r}")
+        return job
+
+    async def result(self, job_id: str, timeout: float | None = None,
+                     tenant: str | None | AnyTenant = ANY_TENANT) -> JobState:
+        """Wait until the job ends (``asyncio.TimeoutError`` after ``timeout`` seconds); KeyError as ``poll``.
+
+        RuntimeError when the manager closes first (the job stays unfinished in the store).
+        """
+        job = self.poll(job_id, tenant)
+        if not job.done:
+            event = self._ended.get(job_id)
+            if event is not None:
+                await asyncio.wait_for(event.wait(), timeout)
+            if not job.done:
+                raise RuntimeError(f"job {job_id!r}: the JobManager closed before the job finished")
+        return job
+
+    async def cancel(self, job_id: str, tenant: str | None | AnyTenant = ANY_TENANT) -> JobState:
+        """Stop the job: status aborted, error "cancelled"; a job already done is returned as is.
+
+        The runner gets ``CancelledError`` (its cleanup frees what it holds) and must let it through;
+        this returns once the runner and ``on_complete`` are done. KeyError as ``poll``.
+        """
+        job = self.poll(job_id, tenant)
+        if job.done:
+            return job
+        task = self._tasks.get(job_id)
+        if task is None:  # taken on by ``resume`` but not restarted yet
+            self._pending.pop(job_id, None)
+            self._change(job, status="aborted", error="cancelled")
+            del self._live[job_id]
+            self._wake(job_id)
+            return job
+        if job_id not in self._cancelled:
+            self._cancelled.add(job_id)
+            await self._first_step(job_id, task)
+            if not job.done:  # a runner may end without ever waiting
+                task.cancel()
+        await asyncio.wait({task})
+        return job
+
+    async def _first_step(self, job_id: str, task: asyncio.Task[None]) -> None:
+        # a task cancelled before its first step never runs its runner, nor the runner's cleanup:
+        # let it start (it was scheduled before this wait, so one turn of the loop does it)
+        while job_id not in self._started and not task.done():
+            await asyncio.sleep(0)
+
+    def list(self, tenant: str | None | AnyTenant = ANY_TENANT, limit: int = 100) -> builtins.list[JobState]:
+        """Up to ``limit`` jobs, newest first: ``tenant``'s, or everyone's by default."""
+        return [self._live.get(job.job_id, job) for job in self._store.list(tenant, limit)]
+
+    async def aclose(self) -> None:
+        """Stop the running jobs without recording them as aborted (a restart may resume them), then
+        close the store. Waiters on ``result`` get RuntimeError."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = dict(self._tasks)
+        for job_id, task in tasks.items():
+            await self._first_step(job_id, task)
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks.values())
+        for job_id in list(self._ended):
+            self._wake(job_id)
+        self._pending.clear()
+        self._store.close()

@@ -1,0 +1,1 @@
+"""Durable state on SQLite: jobs (``bastion.stores.jobs``)."""
