@@ -1,6 +1,7 @@
-"""Command line: ``python -m bastion generate|chat|audit ...``.
+"""Command line: ``python -m bastion generate|chat|serve|audit ...``.
 
 ``generate`` and ``chat`` run the embedded default model (or ``--model``) and print the answer;
+``serve [MODEL]`` runs the OpenAI-compatible HTTP service (``pip install "bastion[server]"``);
 ``audit verify PATH`` checks a hash-chained audit trail and names the first bad record.
 """
 
@@ -71,12 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", nargs="+", help="the user message (several words are joined)")
     _add_engine_args(chat)
     add_audit_parser(sub)
+    try:
+        from bastion.server.serve import build_parser as add_serve_parser
+    except ImportError:  # the server extra is not installed: `serve` says how to get it
+        sub.add_parser("serve", help='run the HTTP service (needs: pip install "bastion[server]")')
+    else:
+        add_serve_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            from bastion.server.serve import run as serve
+        except ImportError as exc:
+            print(f'python -m bastion serve: error: {exc}; install it with: pip install "bastion[server]"',
+                  file=sys.stderr)
+            return 2
+        return serve(args)
     if args.command == "audit":
         from bastion.cli_audit import run_audit
 

@@ -20,6 +20,25 @@ from bastion.model.quantize_on_load import QuantizeType
 from bastion.ops.dispatch import Backend
 
 
+def read_config_file(path: str | os.PathLike[str]) -> Any:
+    """What a .json, .toml or .yaml settings file holds; ValueError for another suffix."""
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix == ".json":
+        data = json.loads(text)
+    elif p.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        raise ValueError(f"config file {p}: unsupported suffix {p.suffix!r} (use .json, .toml or .yaml)")
+    return data
+
+
 class EngineConfig(BaseSettings):
     """Every setting of the engine. See the README for what each one trades."""
 
@@ -77,22 +96,10 @@ class EngineConfig(BaseSettings):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> EngineConfig:
         """Load a config from a .json, .toml or .yaml file; keyword overrides win."""
-        p = Path(path)
-        text = p.read_text()
-        if p.suffix == ".json":
-            data = json.loads(text)
-        elif p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise ValueError(f"config file {p}: unsupported suffix {p.suffix!r} (use .json, .toml or .yaml)")
-        data.update(overrides)
-        return cls.build(**data)
+        data = read_config_file(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
+        return cls.build(**{**data, **overrides})
 
     @classmethod
     def build(cls, **kwargs: Any) -> EngineConfig:

@@ -207,6 +207,11 @@ class AsyncLLM:
         """Stop a request: its blocks are freed within one step and its stream ends with "abort"."""
         self._thread.send(AbortCommand(request_id))
 
+    @property
+    def is_dead(self) -> bool:
+        """True once the engine loop has stopped (closed or crashed): nothing more can be served."""
+        return self._dead is not None
+
     def stats(self) -> dict[str, Any]:
         """The latest figures published by the engine thread (see ``LLM.stats``)."""
         return dict(self._thread.snapshot)

@@ -89,6 +89,13 @@ class InputProcessor:
             params = dataclasses.replace(params, **changes)  # re-checked by SamplingParams itself
         return EngineCoreRequest(request_id, text, ids, params, time.monotonic(), priority, cache_salt, deadlines)
 
+    def prompt_token_ids(self, prompt: PromptType) -> list[int]:
+        """The token ids ``prompt`` runs as, checked like ``process_inputs`` checks them (a server counts
+        and refuses prompts with this before any work is queued)."""
+        _, ids = self._tokenize(prompt, "", True)
+        self._check_prompt(ids)
+        return ids
+
     def _tokenize(self, prompt: PromptType, continuation: str, add_generation_prompt: bool
                   ) -> tuple[str | None, list[int]]:
         """The prompt's text (None for token ids) and its token ids."""

@@ -165,8 +165,9 @@ class JobManager:
         self._ended.setdefault(job.job_id, asyncio.Event())
         self._tasks[job.job_id] = asyncio.create_task(self._run(job, run, on_complete), name=f"job {job.job_id}")
 
-    async def resume_pending(self) -> builtins.list[str]:
-        """(Re)start the unfinished jobs ``resume`` took on: queued again, one more attempt; their ids."""
+    async def resume_pending(self, on_complete: Callable[[JobState], Any] | None = None) -> builtins.list[str]:
+        """(Re)start the unfinished jobs ``resume`` took on: queued again, one more attempt; their ids.
+        ``on_complete`` as for ``submit`` (a server's completion webhook)."""
         if self._closed:
             raise RuntimeError("JobManager is closed")
         pending, self._pending = self._pending, {}
@@ -174,7 +175,7 @@ class JobManager:
             job = self._live[job_id]
             self._change(job, status="queued", text="", token_ids=None, finish_reason=None, error=None,
                          result=None, output_tokens=0, attempts=job.attempts + 1)
-            self._start(job, run, None)
+            self._start(job, run, on_complete)
         return list(pending)
 
     async def submit(self, run: JobRunner, *, tenant: str | None = None, idempotency_key: str | None = None,

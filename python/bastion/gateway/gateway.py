@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -150,8 +150,8 @@ class Gateway:
 
     def stream(self, prompt_or_messages: str | list[Message], params: ParamsLike = None, *,
                user: str | None = None, tenant: str | None = None, metadata: dict[str, Any] | None = None,
-               request_id: str | None = None, priority: int = 0) -> AsyncIterator[GatewayDelta]:
-        """Serve one request as an async iterator of ``GatewayDelta``.
+               request_id: str | None = None, priority: int = 0) -> AsyncGenerator[GatewayDelta, None]:
+        """Serve one request as an async generator of ``GatewayDelta`` (``aclose`` it to stop early).
 
         Raises ``RateLimited``, ``GuardrailViolation`` (input refused), ``AllBackendsFailed``, or
         ``ValueError``/``TypeError`` naming a bad argument. A blocked *output* is not an error: the
@@ -169,7 +169,7 @@ class Gateway:
     # ------------------------------------------------------------------ one request
     async def _run(self, prompt_or_messages: str | list[Message], params: ParamsLike, user: str | None,
                    tenant: str | None, metadata: dict[str, Any] | None, request_id: str | None, priority: int,
-                   *, stream: bool) -> AsyncIterator[GatewayDelta]:
+                   *, stream: bool) -> AsyncGenerator[GatewayDelta, None]:
         try:
             call = build_call(prompt_or_messages, params, user=user, tenant=tenant, metadata=metadata,
                               request_id=request_id, priority=priority, stream=stream)
