@@ -168,3 +168,17 @@ def test_request_id_is_echoed_and_generated(server: ServerProcess) -> None:
     assert len(made.headers["x-request-id"]) == 32
     junk = httpx.get(server.url + "/v1/models", headers={**h, "X-Request-Id": "bad id\twith spaces"})
     assert junk.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_bodies_over_the_limit_are_413_declared_or_chunked(server: ServerProcess) -> None:
+    h = {"Authorization": f"Bearer {KEYS['alice']}", "Content-Type": "application/json"}
+    big = b'{"prompt": "' + b"x" * (5 * 1024 * 1024) + b'", "max_tokens": 1}'
+    declared = httpx.post(server.url + "/v1/completions", content=big, headers=h, timeout=60)
+    assert declared.status_code == 413 and declared.json()["error"]["message"].startswith("body")
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    chunked = httpx.post(server.url + "/v1/completions", content=chunks(), headers=h, timeout=60)
+    assert chunked.status_code == 413 and "limit" in chunked.json()["error"]["message"]

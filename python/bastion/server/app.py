@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.gateway.gateway import Gateway
@@ -36,10 +36,6 @@ access_log = logging.getLogger("bastion.server.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WORK_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class ServiceMiddleware:
@@ -87,9 +83,6 @@ class ServiceMiddleware:
             if work and task is not None:
                 self.state.inflight.add(task)
             await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLarge:
-            if status == 0:
-                await _send_error(send_with_id, 413, f"body: larger than {self.state.config.max_body_bytes} bytes")
         finally:
             if task is not None:
                 self.state.inflight.discard(task)
@@ -104,7 +97,8 @@ class ServiceMiddleware:
         return None
 
     def _limited(self, receive: Receive) -> Receive:
-        """``receive`` that stops a body (chunked or lying about its length) at the limit."""
+        """``receive`` that stops a body (chunked or lying about its length) at the limit: the HTTPException
+        passes through FastAPI's body parsing and is answered 413 in OpenAI's shape."""
         limit, seen = self.state.config.max_body_bytes, 0
 
         async def limited() -> Message:
@@ -113,7 +107,7 @@ class ServiceMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge
+                    raise HTTPException(413, f"body: larger than the limit of {limit} bytes")
             return message
 
         return limited

@@ -71,6 +71,13 @@ def as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, AllBackendsFailed):
         if exc.timed_out:
             return APIError(504, "the request ran out of time", code="timeout")
+        outcomes = {getattr(a, "outcome", None) for a in exc.attempts}
+        if outcomes == {"overloaded"}:  # every backend's queue was full: come back shortly
+            return APIError(429, "overloaded: every backend's queue is full; retry later", code="overloaded",
+                            retry_after=1.0)
+        if outcomes == {"context_overflow"}:
+            return APIError(413, "prompt: too long for every backend's context", param="prompt",
+                            code="context_length_exceeded")
         return APIError(503, "no backend could serve the request", code="backends_unavailable")
     if isinstance(exc, ValueError):
         message = str(exc)
@@ -113,7 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "error"
-        return error_response(APIError(exc.status_code, message), _request_id(request))
+        response = error_response(APIError(exc.status_code, message), _request_id(request))
+        if exc.headers:  # e.g. the Allow header of a 405 (RFC 9110 requires it)
+            response.headers.update(exc.headers)
+        return response
 
     async def _mapped(request: Request, exc: Exception) -> JSONResponse:
         err = as_api_error(exc)
