@@ -99,7 +99,7 @@ async def test_otel_span_carries_gen_ai_attributes(audit_log):
     telemetry = Telemetry(tracer=provider.get_tracer("test"))
     gw = Gateway({"a": ScriptedBackend("a", raise_before=BackendUnavailable("x")), "b": ScriptedBackend("b")},
                  audit=audit_log, telemetry=telemetry, retry_policy=RetryPolicy(retries={}))
-    await gw.generate([{"role": "user", "content": "hi"}], PARAMS)
+    result = await gw.generate([{"role": "user", "content": "hi"}], PARAMS, request_id="http-req-7")
     (span,) = exporter.get_finished_spans()
     attrs = span.attributes
     assert span.name == "chat b-model"
@@ -107,3 +107,5 @@ async def test_otel_span_carries_gen_ai_attributes(audit_log):
     assert attrs["gen_ai.request.max_tokens"] == 4 and attrs["gen_ai.usage.output_tokens"] == 4
     assert attrs["gen_ai.response.model"] == "b-model" and attrs["bastion.gateway.outcome"] == "fallback"
     assert [e.attributes["outcome"] for e in span.events] == ["error", "ok"]
+    # the caller's request id and the audit record's id tie the span to the access log and the trail
+    assert attrs["bastion.request_id"] == "http-req-7" and attrs["bastion.audit_id"] == result.audit_id

@@ -150,7 +150,10 @@ class Telemetry:
                   "gen_ai.usage.input_tokens": trace.prompt_tokens,
                   "gen_ai.usage.output_tokens": trace.output_tokens,
                   "gen_ai.response.time_to_first_chunk": trace.ttft_s,
-                  "bastion.gateway.outcome": outcome, "bastion.gateway.backend": trace.backend})
+                  "bastion.gateway.outcome": outcome, "bastion.gateway.backend": trace.backend,
+                  # the caller's request id (a server's X-Request-Id) and the audit record's id join a trace
+                  # to its access-log line and its audit record
+                  "bastion.request_id": trace.request_id, "bastion.audit_id": trace.audit_id})
         for a in trace.attempts:
             span.event("bastion.gateway.attempt", {"bastion.gateway.backend": a.backend, "outcome": a.outcome,
                                                     "error.type": a.error_class, "duration_s": a.duration_s})
