@@ -220,7 +220,7 @@ def _version() -> str:
 async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -> None:
     """Load (when given a builder), then open the job store and resume the jobs a crash interrupted."""
     from bastion.engine.jobs import JobManager
-    from bastion.server.jobs_routes import job_runner, notify
+    from bastion.server.jobs_routes import completion_hook, job_runner
 
     try:
         ready = gateway if isinstance(gateway, Gateway) else await asyncio.to_thread(gateway)
@@ -229,7 +229,7 @@ async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -
         state.model_name = state.config.served_model_name or (model_id(engine) if engine is not None else "bastion")
         state.jobs = JobManager(state.config.job_store, resume=lambda job: job_runner(state, job))
         state.gateway = ready
-        resumed = await state.jobs.resume_pending(on_complete=lambda job: notify(state, job))
+        resumed = await state.jobs.resume_pending(on_complete=completion_hook(state))
         log.info("serving %s%s", state.model_name, f"; resumed {len(resumed)} job(s)" if resumed else "")
     except asyncio.CancelledError:
         raise
@@ -254,9 +254,16 @@ async def drain(state: ServerState, timeout_s: float) -> int:
 
 
 async def _stop(state: ServerState, owns: bool) -> None:
-    """Close the jobs (unfinished ones stay resumable), flush the audit trail, close what the app built."""
+    """Close the jobs (unfinished ones stay resumable), give webhooks in flight up to ``webhook_timeout_s``,
+    flush the audit trail, close what the app built."""
     if state.jobs is not None:
         await state.jobs.aclose()
+    if state.webhooks:
+        _, late = await asyncio.wait(set(state.webhooks), timeout=state.config.webhook_timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("%d job webhook(s) still undelivered at shutdown", len(late))
     if state.gateway is not None and owns:
         await state.gateway.aclose()
         if state.gateway.audit is not None:

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -133,7 +134,7 @@ async def submit_job(body: JobRequest, state: StateDep, rid: RequestIdDep, princ
     assert runner is not None  # the request was just checked
     job: JobState = await manager.submit(runner, tenant=principal.tenant, idempotency_key=idempotency_key,
                                          request=request, job_id=job_id,
-                                         on_complete=lambda done: notify(state, done))
+                                         on_complete=completion_hook(state))
     if job.job_id != job_id:  # an earlier submit with the same key
         earlier = job.request or {}
         if (earlier.get("endpoint"), earlier.get("body")) != (body.endpoint, body.body):
@@ -182,6 +183,25 @@ def sign_webhook(secret: str, timestamp: str, payload: bytes) -> str:
     """The ``X-Bastion-Signature`` value: ``sha256=`` + HMAC-SHA256(secret, timestamp + "." + payload)."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + payload, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
+
+
+def completion_hook(state: ServerState) -> Callable[[JobState], None]:
+    """The jobs' ``on_complete``: start the webhook's delivery in a task of its own (kept in
+    ``state.webhooks``), so that neither a cancel's answer nor the job waits on the receiver."""
+
+    def on_complete(job: JobState) -> None:
+        if not (job.request or {}).get("webhook_url"):
+            return
+        task = asyncio.ensure_future(notify(state, job))
+        state.webhooks.add(task)
+        task.add_done_callback(_delivered)
+
+    def _delivered(task: asyncio.Task[None]) -> None:
+        state.webhooks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a job's webhook failed", exc_info=task.exception())
+
+    return on_complete
 
 
 async def notify(state: ServerState, job: JobState) -> None:

@@ -35,6 +35,8 @@ class ServerState:
     draining: bool = False
     # request tasks in flight on the work routes: drained on SIGTERM, cancelled when the drain times out
     inflight: set[asyncio.Task] = field(default_factory=set)
+    # job-completion webhooks being delivered (each in its own task: nothing waits on a receiver)
+    webhooks: set[asyncio.Task] = field(default_factory=set)
 
     @property
     def tokenizer(self) -> Tokenizer | None:
