@@ -390,8 +390,6 @@ def test_sigkill_mid_job_then_restart_resumes_it(tmp_path: Path, receiver: Recei
         first.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="webhooks are at-most-once: a job that finished but whose webhook was not "
-                                       "delivered when the process died never gets it (no delivery state is stored)")
 def test_webhook_in_flight_at_a_sigkill_is_delivered_after_the_restart(tmp_path: Path, receiver: Receiver) -> None:
     store = tmp_path / "undelivered-jobs.db"
     first = ServerProcess(tmp_path, "--webhook-secret", SECRET, job_store=store)

@@ -30,8 +30,9 @@ def test_flags_win_over_the_file_and_the_file_over_the_environment(tmp_path: Pat
 
 def test_short_flag_names_booleans_and_none(tmp_path: Path) -> None:
     server, engine = configs(parse("--drain-timeout", "2.5", "--insecure-no-auth", "--job-store", "none",
-                                   "--enable-prefix-caching", "false"))
+                                   "--enable-prefix-caching", "false", "--no-access-log"))
     assert server.drain_timeout_s == 2.5 and server.insecure_no_auth is True and server.job_store is None
+    assert server.access_log is False
     assert engine == {"enable_prefix_caching": "false"}
 
 

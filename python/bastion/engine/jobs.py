@@ -302,6 +302,17 @@ class JobManager:
         while job_id not in self._started and not task.done():
             await asyncio.sleep(0)
 
+    def mark_notified(self, job_id: str) -> None:
+        """Record that the end of ``job_id`` was reported (``notified_at``), so a restart does not report it again."""
+        job = self._live.get(job_id) or self._store.get(job_id)
+        if job is not None and not self._closed:  # not a change of the job's state: updated_at stays
+            job.notified_at = time.time()
+            self._store.save(job)
+
+    def unnotified(self, limit: int = 1000) -> builtins.list[JobState]:
+        """Ended jobs with a ``webhook_url`` whose end was never reported (see ``JobStore.unnotified``)."""
+        return self._store.unnotified(limit)
+
     def list(self, tenant: str | None | AnyTenant = ANY_TENANT, limit: int = 100) -> builtins.list[JobState]:
         """Up to ``limit`` jobs, newest first: ``tenant``'s, or everyone's by default."""
         return [self._live.get(job.job_id, job) for job in self._store.list(tenant, limit)]

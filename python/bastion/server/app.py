@@ -229,7 +229,10 @@ async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -
         state.model_name = state.config.served_model_name or (model_id(engine) if engine is not None else "bastion")
         state.jobs = JobManager(state.config.job_store, resume=lambda job: job_runner(state, job))
         state.gateway = ready
-        resumed = await state.jobs.resume_pending(on_complete=completion_hook(state))
+        hook = completion_hook(state)
+        resumed = await state.jobs.resume_pending(on_complete=hook)
+        for job in state.jobs.unnotified():  # ended before a crash, webhook never delivered
+            hook(job)
         log.info("serving %s%s", state.model_name, f"; resumed {len(resumed)} job(s)" if resumed else "")
     except asyncio.CancelledError:
         raise

@@ -205,7 +205,8 @@ def completion_hook(state: ServerState) -> Callable[[JobState], None]:
 
 
 async def notify(state: ServerState, job: JobState) -> None:
-    """POST the finished job to its webhook, if it has one (3 tries; failures are logged, never raised)."""
+    """POST the finished job to its webhook, if it has one (3 tries; failures are logged, never raised).
+    Delivery is recorded in the job store; a restart delivers what a crash left undelivered."""
     url = (job.request or {}).get("webhook_url")
     if not url:
         return
@@ -220,9 +221,11 @@ async def notify(state: ServerState, job: JobState) -> None:
         for attempt in range(3):
             try:
                 response = await client.post(url, content=payload, headers=headers)
-                if response.status_code < 500:
+                if response.status_code < 500:  # delivered (a 4xx is the receiver's verdict, not a failure to retry)
                     if response.status_code >= 400:
                         log.warning("job %s: webhook %s answered %d", job.job_id, url, response.status_code)
+                    if state.jobs is not None:
+                        state.jobs.mark_notified(job.job_id)
                     return
             except httpx.HTTPError as e:
                 log.warning("job %s: webhook %s failed: %s", job.job_id, url, e)

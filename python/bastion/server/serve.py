@@ -38,6 +38,9 @@ def _add_fields(parser: argparse.ArgumentParser, fields: dict[str, FieldInfo], d
         parser.add_argument(*_flags(name, info), dest=dest_prefix + name, default=None,
                             nargs="?" if is_bool else None, const="true" if is_bool else None,
                             metavar=name.upper(), help=(info.description or "").replace("%", "%%"))
+        if is_bool:
+            parser.add_argument(f"--no-{name.replace('_', '-')}", dest=dest_prefix + name, action="store_const",
+                                const="false", help=argparse.SUPPRESS)
 
 
 def build_parser(sub: Any) -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ class JobState:
     result: dict[str, Any] | None = None  # JSON result (the server keeps the OpenAI response body here)
     output_tokens: int = 0  # progress
     attempts: int = 0  # runs started: 1, plus 1 per resume after a restart
+    notified_at: float | None = None  # when the job's end was reported to its ``request["webhook_url"]``
 
     @property
     def done(self) -> bool:
@@ -134,6 +135,17 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(f"SELECT state FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                                     (*args, limit)).fetchall()
+        return [_load(row[0]) for row in rows]
+
+    def unnotified(self, limit: int = 1000) -> builtins.list[JobState]:
+        """Ended jobs whose request names a ``webhook_url`` not yet told of the end, oldest first (a
+        restarted server delivers what a crash left undelivered: webhooks are at least once)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state FROM jobs WHERE json_extract(state, '$.status') IN ('finished', 'failed', 'aborted') "
+                "AND json_extract(state, '$.notified_at') IS NULL "
+                "AND json_extract(state, '$.request.webhook_url') IS NOT NULL ORDER BY created_at, rowid LIMIT ?",
+                (limit,)).fetchall()
         return [_load(row[0]) for row in rows]
 
     def load_all(self) -> builtins.list[JobState]:
