@@ -21,7 +21,8 @@ except AttributeError as exc:  # a native core built before the cpu kernels exis
     raise ImportError("bastion._core was built without the cpu kernels; rerun scripts/dev-install.sh") from exc
 
 # Ops this backend implements and that beat backend "torch" on fp32 CPU tensors.
-_FASTER_THAN_TORCH = frozenset({"paged_attention", "reshape_and_cache", "rms_norm", "silu_and_mul"})
+_FASTER_THAN_TORCH = frozenset({"apply_token_bitmask", "paged_attention", "reshape_and_cache", "rms_norm",
+                                "silu_and_mul"})
 
 _num_threads: int | None = None
 
@@ -40,7 +41,13 @@ def num_threads() -> int:
 
 
 def supports(op: str, dtype: torch.dtype) -> bool:
-    """Whether ``backend="auto"`` should pick this backend for ``op`` on CPU tensors of ``dtype``."""
+    """Whether ``backend="auto"`` should pick this backend for ``op`` on CPU tensors of ``dtype``.
+
+    The KV write is resolved by its cache's dtype: the C++ kernel writes fp16 caches too (the CPU's
+    default KV dtype), so those must not fall back to the torch reference.
+    """
+    if op == "reshape_and_cache":
+        return dtype in (torch.float32, torch.float16)
     return dtype == torch.float32 and op in _FASTER_THAN_TORCH
 
 
@@ -150,6 +157,18 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     _kernels.silu_and_mul(x.data_ptr(), out.data_ptr(), rows, d, num_threads())
     return out
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+    """C++ token bitmask (fp32 logits, rows with a contiguous last dim); same contract as the op."""
+    _require_fp32("logits", logits)
+    if bitmask.device.type != "cpu":
+        raise ValueError(f"cpu backend: bitmask must be a CPU tensor, got {bitmask.device}")
+    words = bitmask.contiguous()
+    rows = _index(indices, torch.int64) if indices is not None else None
+    _kernels.apply_token_bitmask(logits.data_ptr(), logits.stride(0), words.data_ptr(), words.shape[1],
+                                 rows.data_ptr() if rows is not None else 0, words.shape[0], logits.shape[1],
+                                 num_threads())
 
 
 def quant_matmul(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int,
