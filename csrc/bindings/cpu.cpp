@@ -17,6 +17,7 @@ namespace py = pybind11;
 #include "cpu/elementwise.h"
 #include "cpu/paged_attention.h"
 #include "cpu/quant_gemv.h"
+#include "cpu/token_bitmask.h"
 
 namespace {
 
@@ -152,6 +153,16 @@ void bastion_bindings::bind_cpu(py::module_& m) {
         cpu::silu_and_mul(as_ptr<const float>(x), as_ptr<float>(out), rows, d, threads);
       },
       "silu(x[:, :d]) * x[:, d:] for contiguous fp32 x [rows, 2d].");
+  sub.def(
+      "apply_token_bitmask",
+      [](std::uintptr_t logits, int64_t row_stride, std::uintptr_t bitmask, int64_t num_words, std::uintptr_t indices,
+         int64_t num_rows, int64_t vocab, int threads) {
+        py::gil_scoped_release release;
+        cpu::apply_token_bitmask(as_ptr<float>(logits), row_stride, as_ptr<const int32_t>(bitmask), num_words,
+                                 as_ptr<const int64_t>(indices), num_rows, vocab, threads);
+      },
+      "-inf into the fp32 logits rows indices[r] (int64; 0 = rows 0..num_rows-1) wherever bitmask row r\n"
+      "(contiguous int32, num_words per row) has a 0 bit; columns past 32 * num_words too.");
   sub.def(
       "quant_matmul",
       [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, int64_t M, int64_t N, int64_t K, int ggml_type,

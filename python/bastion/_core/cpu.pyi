@@ -95,6 +95,20 @@ def rms_norm(
 def silu_and_mul(x: int, out: int, rows: int, d: int, threads: int, /) -> None:
     """silu(x[:, :d]) * x[:, d:] for contiguous fp32 x [rows, 2d]."""
 
+def apply_token_bitmask(
+    logits: int,
+    row_stride: int,
+    bitmask: int,
+    num_words: int,
+    indices: int,
+    num_rows: int,
+    vocab: int,
+    threads: int,
+    /,
+) -> None:
+    """-inf into the fp32 logits rows indices[r] (int64; 0 = rows 0..num_rows-1) wherever bitmask row r
+    (contiguous int32, num_words per row) has a 0 bit; columns past 32 * num_words too."""
+
 def quant_matmul(
     x: int,
     w: int,

@@ -13,6 +13,7 @@ from .kv_cache import reshape_and_cache
 from .rms_norm import rms_norm
 from .rotary import rotary_embedding
 from .sampling import sample
+from .token_bitmask import apply_token_bitmask
 
 
 def interpreted() -> bool:
@@ -23,7 +24,8 @@ def interpreted() -> bool:
 
 
 __all__ = [
-    "DEFAULT_NUM_SMS", "interpreted", "AttentionPlan", "choose_num_splits", "make_plan", "merge_splits", "paged_attention",
+    "DEFAULT_NUM_SMS", "apply_token_bitmask", "interpreted", "AttentionPlan", "choose_num_splits", "make_plan",
+    "merge_splits", "paged_attention",
     "plan_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample", "silu_and_mul",
     "split_kv_partials",
 ]

@@ -94,6 +94,10 @@ def default_specs() -> list[KernelSpec]:
         KernelSpec("sample bf16 logits", "sampling:sample_kernel", "bf16",
                    {"GREEDY_BELOW": 1e-5, "MIN_WEIGHT": 1.1754943508222875e-38, "NUM_PIVOTS": 32, "BLOCK_V": 1024},
                    pointers={"out_ptr": "*i64"}),
+        KernelSpec("apply_token_bitmask fp32 indexed", "token_bitmask:apply_token_bitmask_kernel", "fp32",
+                   {"HAS_INDICES": True, "BLOCK": 1024}, pointers={"bitmask_ptr": "*i32", "indices_ptr": "*i64"}),
+        KernelSpec("apply_token_bitmask bf16", "token_bitmask:apply_token_bitmask_kernel", "bf16",
+                   {"HAS_INDICES": False, "BLOCK": 1024}, pointers={"bitmask_ptr": "*i32", "indices_ptr": "*i32"}),
     ]
 
 

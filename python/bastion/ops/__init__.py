@@ -14,6 +14,7 @@ import torch
 from bastion.ops.dispatch import BACKENDS, OPS, available_backends, register, resolve
 from bastion.ops.sampling import Param
 from bastion.ops.validation import (
+    check_apply_token_bitmask,
     check_paged_attention,
     check_reshape_and_cache,
     check_rms_norm,
@@ -23,7 +24,8 @@ from bastion.ops.validation import (
 )
 
 __all__ = [
-    "BACKENDS", "OPS", "available_backends", "paged_attention", "register", "reshape_and_cache", "rms_norm",
+    "BACKENDS", "OPS", "apply_token_bitmask", "available_backends", "paged_attention", "register",
+    "reshape_and_cache", "rms_norm",
     "rotary_embedding", "sample", "silu_and_mul",
 ]
 
@@ -117,3 +119,19 @@ def sample(
     """
     check_sample(logits, temperature, top_k, top_p, min_p, generators)
     return resolve("sample", backend, logits)(logits, temperature, top_k, top_p, min_p, generators)
+
+
+def apply_token_bitmask(
+    logits: torch.Tensor,
+    bitmask: torch.Tensor,
+    indices: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> None:
+    """Forbid tokens in place: ``logits [N, V]`` gets -inf wherever a grammar's bitmask has a 0 bit.
+
+    ``bitmask [R, ceil(V / 32)]`` int32 (llguidance's and xgrammar's layout: bit ``v % 32`` of word
+    ``v // 32`` is 1 when token v is allowed) masks logits row ``indices[r]`` (distinct, in range), or row
+    r when ``indices`` is None (then R == N). Columns past ``32 * bitmask.shape[1]`` are forbidden too.
+    """
+    check_apply_token_bitmask(logits, bitmask, indices)
+    resolve("apply_token_bitmask", backend, logits)(logits, bitmask, indices)

@@ -26,6 +26,7 @@ OPS: tuple[str, ...] = (
     "rotary_embedding",
     "silu_and_mul",
     "sample",
+    "apply_token_bitmask",
 )
 Backend = Literal["torch", "cpu", "triton", "cuda"]
 BACKENDS: tuple[str, ...] = get_args(Backend)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from bastion.ops.sampling import sample
 
-__all__ = ["paged_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample", "silu_and_mul"]
+__all__ = ["apply_token_bitmask", "paged_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample",
+           "silu_and_mul"]
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -148,3 +149,19 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     dtype = _compute_dtype(x)
     gate, up = x[..., :d].to(dtype), x[..., d:].to(dtype)
     return (F.silu(gate) * up).to(x.dtype)
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+    """-inf where the token's bit is 0: the bits unpacked with shifts, then one masked fill per row set."""
+    vocab, words = logits.shape[1], bitmask.shape[1]
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask[:, :, None] >> shifts) & 1).bool().reshape(bitmask.shape[0], words * 32)
+    if words * 32 >= vocab:
+        allowed = allowed[:, :vocab]
+    else:  # columns the bitmask does not cover are forbidden
+        allowed = torch.cat([allowed, allowed.new_zeros(allowed.shape[0], vocab - words * 32)], dim=1)
+    if indices is None:
+        logits.masked_fill_(~allowed, float("-inf"))
+        return
+    index = indices.long()
+    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))

@@ -17,6 +17,7 @@ from bastion import kernels
 from bastion.ops.gpu import sm_count
 from bastion.ops.sampling import Param, row_parameters, uniforms
 from bastion.ops.validation import (
+    check_apply_token_bitmask,
     check_paged_attention,
     check_reshape_and_cache,
     check_rms_norm,
@@ -25,8 +26,8 @@ from bastion.ops.validation import (
     check_silu_and_mul,
 )
 
-__all__ = ["paged_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample", "silu_and_mul",
-           "supports"]
+__all__ = ["apply_token_bitmask", "paged_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "sample",
+           "silu_and_mul", "supports"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # The largest head compile_check proves spill-free on sm_90 (D256: 254 registers, 40 KB shared memory).
@@ -147,3 +148,11 @@ def sample(
     # The torch backend's uniforms (same generator use): a seeded row draws the same token on both.
     draws = uniforms(logits.shape[0], logits.device, generators).to(torch.float32)
     return kernels.sample(logits, temp, top_k_t, top_p_t, min_p_t, uniforms=draws)
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+    """Token bitmask on Triton (contract: ``bastion.ops.apply_token_bitmask``), in place."""
+    check_apply_token_bitmask(logits, bitmask, indices)
+    _require_float("logits", logits)
+    _require_layout(logits=logits, bitmask=bitmask, indices=indices)
+    kernels.apply_token_bitmask(logits, bitmask, indices)

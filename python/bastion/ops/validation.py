@@ -142,3 +142,25 @@ def check_sample(
             _fail(f"{name} must be a scalar or a tensor of shape [{n}], got {tuple(value.shape)}")
     if generators is not None and len(generators) != n:
         _fail(f"generators has {len(generators)} entries for {n} rows")
+
+
+def check_apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, indices: torch.Tensor | None) -> None:
+    """Validate ``apply_token_bitmask``: 2-D float logits, a 2-D int32 bitmask with one row per masked row
+    (``indices``, 1-D int, or every logits row when None), all on one device.
+
+    Index values (in range, distinct) are not read here: reading them would synchronise a GPU.
+    """
+    _need_dim("logits", logits, 2, "[num_rows, vocab]")
+    _need_dtype("logits", logits, _FLOAT_DTYPES)
+    _need_dim("bitmask", bitmask, 2, "[num_masked_rows, ceil(vocab / 32)]")
+    _need_dtype("bitmask", bitmask, (torch.int32,))
+    if indices is None:
+        if bitmask.shape[0] != logits.shape[0]:
+            _fail(f"bitmask has {bitmask.shape[0]} rows for {logits.shape[0]} logits rows (pass indices to mask some)")
+        _same_device(logits=logits, bitmask=bitmask)
+        return
+    _need_dim("indices", indices, 1, "[num_masked_rows]")
+    _need_dtype("indices", indices, _INDEX_DTYPES)
+    if indices.shape[0] != bitmask.shape[0]:
+        _fail(f"indices has {indices.shape[0]} entries for {bitmask.shape[0]} bitmask rows")
+    _same_device(logits=logits, bitmask=bitmask, indices=indices)
