@@ -217,6 +217,12 @@ void bastion_bindings::bind_core(py::module_& m) {
         s.core.update(sampled.data(), static_cast<int32_t>(sampled.size()), finished.data(),
                       static_cast<int32_t>(finished.size()));
       }, py::arg("sampled"), py::arg("finished"), "Append the last step's sampled tokens and finish requests.")
+      .def("append_tokens", [](PyScheduler& s, int64_t req_id, const Int32In& tokens) {
+        require_1d("tokens", tokens);
+        std::lock_guard<std::mutex> lock(s.mutex);
+        return s.core.append_tokens(req_id, tokens.data(), static_cast<int32_t>(tokens.size()));
+      }, py::arg("req_id"), py::arg("tokens"),
+         "Append unsampled (grammar-forced) tokens after update(); returns how many fit. ValueError on bad input.")
       .def("abort", [](PyScheduler& s, int64_t req_id) {
         std::lock_guard<std::mutex> lock(s.mutex);
         return s.core.abort(req_id);

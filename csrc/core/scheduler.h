@@ -56,6 +56,14 @@ class Scheduler {
   // Frees the request's blocks at once; false if the id is unknown or already finished.
   bool abort(int64_t id);
 
+  // Appends tokens that were not sampled (a grammar forces them: jump-forward) to an unfinished
+  // request between update() and the next schedule(); its next step computes them with its last
+  // sampled token, like a prefill chunk, and samples after the last one. At most the room left
+  // below the longest allowed sequence is taken; returns how many were appended. A request that
+  // reaches that length is finished here (finished_by_length). Throws std::invalid_argument on an
+  // unknown or finished id or a negative token, std::logic_error between step() and update().
+  int32_t append_tokens(int64_t id, const int32_t* tokens, int32_t num_tokens);
+
   // Per-request figures; valid until the step after the request finished. Throw on unknown ids.
   int32_t num_cached_tokens(int64_t id) const { return get(id).num_cached_tokens; }
   int32_t num_preemptions(int64_t id) const { return get(id).num_preemptions; }

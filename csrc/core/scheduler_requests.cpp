@@ -89,6 +89,31 @@ void Scheduler::update(const int32_t* sampled, int32_t num_sampled, const int64_
                  running_.end());
 }
 
+int32_t Scheduler::append_tokens(int64_t id, const int32_t* tokens, int32_t num_tokens) {
+  const std::string who = "request " + std::to_string(id) + ": ";
+  if (num_pending_samples_ > 0) {
+    throw std::logic_error(who + "append_tokens() between step() and update(): call update() first");
+  }
+  const auto it = requests_.find(id);
+  if (it == requests_.end()) throw std::invalid_argument("unknown request id " + std::to_string(id));
+  Request& req = *it->second;
+  if (req.status == RequestStatus::kFinished) throw std::invalid_argument(who + "is finished");
+  for (int32_t i = 0; i < num_tokens; ++i) {
+    if (tokens[i] < 0) {
+      throw std::invalid_argument(who + "tokens[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) +
+                                  " is not a valid token id");
+    }
+  }
+  const int32_t n = std::max(0, std::min(num_tokens, max_request_len_ - req.num_tokens()));
+  req.tokens.insert(req.tokens.end(), tokens, tokens + n);
+  if (req.num_tokens() >= max_request_len_) {
+    if (req.status == RequestStatus::kRunning) running_.erase(std::find(running_.begin(), running_.end(), &req));
+    req.finished_by_length = true;
+    finish(req);
+  }
+  return n;
+}
+
 bool Scheduler::abort(int64_t id) {
   const auto it = requests_.find(id);
   if (it == requests_.end() || it->second->status == RequestStatus::kFinished) return false;

@@ -123,6 +123,13 @@ class Scheduler:
         do_sample=1, in step order; ``finished`` (1-D, cast to int64): ids the engine stops after
         appending their token; their blocks are freed in this call.
         """
+    def append_tokens(self, req_id: int, tokens: npt.ArrayLike) -> int:
+        """Append unsampled (grammar-forced) tokens after update(); returns how many fit. ValueError on bad input.
+
+        ``tokens`` (1-D, cast to int32) join the request's sequence as if sampled; its next step computes
+        them with its last sampled token and samples after the last one. A request reaching the longest
+        allowed sequence is finished (``finished_by_length``) and reported by the next step.
+        """
     def abort(self, req_id: int) -> bool:
         """Free a request's blocks now; False if unknown or already finished."""
     def stats(self) -> _SchedulerStats:
