@@ -27,6 +27,7 @@ _LAZY = {
     "AsyncLLM": "bastion.engine.async_llm",
     "Deadlines": "bastion.engine.request",
     "SamplingParams": "bastion.sampling.params",
+    "StructuredOutputsParams": "bastion.sampling.structured_params",
     "RequestOutput": "bastion.engine.outputs",
     "RequestMetrics": "bastion.engine.outputs",
     "Gateway": "bastion.gateway.gateway",

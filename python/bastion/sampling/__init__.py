@@ -1,4 +1,4 @@
-"""Sampling: request parameters, the batched sampler, penalties and logprobs.
+"""Sampling: request parameters, the batched sampler, penalties, logprobs and structured-output masks.
 
 Detokenizing and stop checks are output processing: ``bastion.engine.output_processor``.
 
@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from bastion.sampling.params import SamplingParams
+from bastion.sampling.structured_params import StructuredOutputsParams
 
 # public name -> module that defines it (imported on first access, since they pull in torch)
 _LAZY = {
@@ -19,9 +20,10 @@ _LAZY = {
     "SequenceState": "bastion.sampling.state",
     "TokenCounts": "bastion.sampling.token_counts",
     "TokenLogprobs": "bastion.sampling.logprobs",
+    "TokenBitmask": "bastion.sampling.token_bitmask",
 }
 
-__all__ = ["SamplingParams", *_LAZY]
+__all__ = ["SamplingParams", "StructuredOutputsParams", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

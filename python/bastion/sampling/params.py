@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from bastion.sampling._checks import check_bool, check_float, check_int, check_stop_strings, check_token_ids
+from bastion.sampling.structured_params import StructuredOutputsParams
 
 OutputKind = Literal["cumulative", "delta", "final_only"]
 OUTPUT_KINDS: tuple[str, ...] = ("cumulative", "delta", "final_only")
@@ -44,6 +45,8 @@ class SamplingParams:
         logprobs: number of top logprobs returned per generated token (0..20), or None for none.
         skip_special_tokens: leave special tokens out of the detokenized text.
         output_kind: "cumulative", "delta" or "final_only" (vLLM's RequestOutputKind).
+        structured_outputs: a JSON schema, regex, choice or grammar the output must match
+            (``StructuredOutputsParams``, or a dict of its fields); enforced token by token.
     """
 
     n: int = 1
@@ -64,9 +67,11 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     output_kind: OutputKind = "cumulative"
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
-        """Validate every field and normalise ``stop``/``stop_token_ids`` to tuples, ``top_k=-1`` to 0."""
+        """Validate every field and normalise ``stop``/``stop_token_ids`` to tuples, ``top_k=-1`` to 0 and a
+        ``structured_outputs`` dict to ``StructuredOutputsParams``."""
         self.validate()
 
     def validate(self) -> None:
@@ -93,6 +98,7 @@ class SamplingParams:
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.output_kind!r}")
         # normalised forms: frozen, so assign through object.__setattr__
+        object.__setattr__(self, "structured_outputs", StructuredOutputsParams.coerce(self.structured_outputs))
         object.__setattr__(self, "stop", check_stop_strings("stop", self.stop))
         object.__setattr__(self, "stop_token_ids", check_token_ids("stop_token_ids", self.stop_token_ids))
         if self.top_k == -1:
