@@ -28,3 +28,22 @@ def write_trail(path: Path, n: int, fsync: str = "never") -> list:
     with AuditLog(path, fsync=fsync) as log:
         futures = [log.append(make_record(i)) for i in range(n)]
         return [f.result(5) for f in futures]
+
+
+def make_keys(directory: Path) -> tuple[Path, Path, Path]:
+    """Write a signing key (PEM), its public key (PEM) and a master key (base64) under ``directory``."""
+    from bastion.audit import MasterKey, SigningKey
+
+    key = SigningKey.generate()
+    signing, public, master = directory / "signing.pem", directory / "signing.pub", directory / "master.key"
+    signing.write_bytes(key.private_pem())
+    public.write_bytes(key.verify_key.pem())
+    master.write_text(MasterKey.generate().export_base64() + "\n")
+    return signing, public, master
+
+
+def write_signed(path: Path, n: int, signing: Path, *, start: int = 0, **kwargs) -> list:
+    """Append records ``start .. start+n-1`` to a signed trail (one head at close) and return their acks."""
+    with AuditLog(path, fsync="never", signing_key=signing, **kwargs) as log:
+        futures = [log.append(make_record(i)) for i in range(start, start + n)]
+        return [f.result(5) for f in futures]

@@ -13,6 +13,16 @@ Durability policy (``fsync=``):
 that resolves to an ``AuditAck`` (seq and hash) once the record is durable per the policy. The
 Gateway awaits that future after the response has completed, never while tokens are streaming.
 A record that was never acknowledged may be lost; a torn final JSONL line is dropped on reopen.
+
+Signed trails (``signing_key=``): the sink keeps the Merkle tree over the records, and after the
+records are durable the writer signs a tree head (``bastion.audit.heads``) every ``head_every``
+records or ``head_interval_s`` seconds (whichever comes first), on ``checkpoint()`` and at close,
+fsyncs it to ``PATH.heads`` and hands it to ``witness`` (a callable that ships it off the machine).
+
+Encrypted trails (``encryption=``): each record's personal content is sealed under its subject's
+key for its day before it is chained (``bastion.audit.sealing``); ``erase_subject`` and ``expire``
+destroy keys. A trail that was signed or encrypted before refuses to open without its keys, and a
+missing, unreadable or wrong key is an ``AuditKeyError`` here, before anything is written.
 """
 
 from __future__ import annotations
@@ -22,10 +32,21 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bastion.audit.config import Encryption
+from bastion.audit.heads import HeadEntry, HeadLog, SignedTreeHead, heads_path_for
+from bastion.audit.keys import AuditKeyError, KeySource, SigningKey, load_master_key, load_signing_key
+from bastion.audit.keystore import KeyStore, keystore_path_for
+from bastion.audit.merkle import CompactRange
 from bastion.audit.record import AuditRecord
+from bastion.audit.sealing import Sealer
 from bastion.audit.sinks import AuditError, AuditSink, FsyncPolicy, open_sink
 
 log = logging.getLogger(__name__)
@@ -53,6 +74,7 @@ class _Pending:
     record: AuditRecord | None  # None = a flush barrier
     future: Future
     ack: AuditAck | None = None
+    sign: bool = False  # a barrier that also signs a tree head (``checkpoint``)
 
 
 class AuditLog:
@@ -65,21 +87,84 @@ class AuditLog:
         *,
         batch_size: int = 64,
         batch_interval_s: float = 0.05,
+        signing_key: SigningKey | Ed25519PrivateKey | KeySource | None = None,
+        head_every: int = 1000,
+        head_interval_s: float = 60.0,
+        witness: Callable[[SignedTreeHead], object] | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         if fsync not in ("always", "batch", "never"):
             raise ValueError(f"fsync must be 'always', 'batch' or 'never', got {fsync!r}")
         if batch_size < 1 or batch_interval_s <= 0:
             raise ValueError("batch_size must be >= 1 and batch_interval_s > 0")
+        if head_every < 1 or head_interval_s <= 0:
+            raise ValueError("head_every must be >= 1 and head_interval_s > 0")
         self.path = os.fspath(path)
         self.fsync: FsyncPolicy = fsync
         self._batch_size = batch_size
         self._batch_interval_s = batch_interval_s
+        self._head_every = head_every
+        self._head_interval_s = head_interval_s
+        self._witness = witness
+        self._encryption = encryption
+        self._signing = load_signing_key(signing_key) if signing_key is not None else None
+        self._heads: HeadLog | None = None
+        self._keystore: KeyStore | None = None
+        self._sealer: Sealer | None = None
+        self._expired_on: str | None = None
+        self._refuse_downgrade()
         self._sink: AuditSink = open_sink(path, fsync)
+        try:
+            self._open_keys()
+        except BaseException:
+            self._release()
+            raise
+        self._last_head_at = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"audit-writer:{self.path}", daemon=True)
         self._thread.start()
+
+    def _refuse_downgrade(self) -> None:
+        """A trail signed or encrypted before must not silently continue unsigned or in clear."""
+        heads = heads_path_for(self.path)
+        if self._signing is None and heads.exists():
+            raise AuditKeyError(f"audit trail {self.path} is signed (its heads log {heads} exists): open it with "
+                                "signing_key=, or it would continue unsigned")
+        keystore = keystore_path_for(self.path)
+        if self._encryption is None and keystore.exists():
+            raise AuditKeyError(f"audit trail {self.path} is encrypted (its key store {keystore} exists): open it "
+                                "with encryption=, or personal content would be written in clear")
+
+    def _open_keys(self) -> None:
+        """Open the heads log (resume the tree from its last head) and the key store."""
+        if self._encryption is not None:
+            master = load_master_key(self._encryption.master_key)
+            self._keystore = KeyStore(self._encryption.keystore or keystore_path_for(self.path), master)
+            self._sealer = Sealer(self._keystore)
+            self._expire_if_due()
+        if self._signing is not None:
+            self._heads = HeadLog(heads_path_for(self.path))
+            start = CompactRange()
+            last = self._heads.last
+            if last is not None:
+                problem = last.head.verify(self._signing.verify_key)
+                if problem is not None:
+                    raise AuditKeyError(f"audit trail {self.path}: its last tree head is {problem}; the signing key "
+                                        f"given (key id {self._signing.key_id[:16]}...) is not the trail's key")
+                try:
+                    start = last.compact_range()
+                except ValueError as e:
+                    raise AuditError(f"heads log {self._heads.path}: last head: {e}") from None
+            self._sink.track_tree(start)
+
+    def _release(self) -> None:
+        self._sink.close()
+        if self._heads is not None:
+            self._heads.close()
+        if self._keystore is not None:
+            self._keystore.close()
 
     # -- public API -------------------------------------------------------------------------
     def append(self, record: AuditRecord) -> Future:
@@ -97,6 +182,62 @@ class AuditLog:
         fut: Future = Future()
         self._queue.put(_Pending(None, fut))
         fut.result(timeout)
+
+    def checkpoint(self, timeout: float | None = None) -> SignedTreeHead | None:
+        """Flush, then sign a tree head over everything appended so far (None for an unsigned trail)."""
+        self._check_open()
+        fut: Future = Future()
+        self._queue.put(_Pending(None, fut, sign=True))
+        fut.result(timeout)
+        return self.head
+
+    @property
+    def head(self) -> SignedTreeHead | None:
+        """The latest signed tree head (None when unsigned, or none signed yet)."""
+        last = self._heads.last if self._heads is not None else None
+        return last.head if last is not None else None
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the signing key (SHA-256 of its public key), or None for an unsigned trail."""
+        return self._signing.key_id if self._signing is not None else None
+
+    def erase_subject(self, subject: str) -> int:
+        """Destroy ``subject``'s content keys: their records stay (and verify) but cannot be read.
+
+        Returns how many keys (days) were destroyed. Needs ``encryption=``.
+        """
+        return self._require_keystore().erase_subject(subject)
+
+    def expire(self, retention_days: int | None = None) -> int:
+        """Destroy the content keys of days older than ``retention_days`` (default: the configured one)."""
+        days = retention_days if retention_days is not None else (
+            self._encryption.retention_days if self._encryption is not None else None)
+        if days is None:
+            raise ValueError("expire: no retention_days given or configured")
+        return self._require_keystore().expire(days)
+
+    def _require_keystore(self) -> KeyStore:
+        if self._keystore is None:
+            raise AuditError(f"audit log {self.path} is not encrypted (open it with encryption=)")
+        return self._keystore
+
+    def _expire_if_due(self) -> None:
+        """Apply the retention period once per UTC day (at open, then when the day changes)."""
+        enc = self._encryption
+        today = datetime.now(UTC).date().isoformat()
+        if enc is None or enc.retention_days is None or self._keystore is None or self._expired_on == today:
+            return
+        destroyed = self._keystore.expire(enc.retention_days)
+        self._expired_on = today
+        if destroyed:
+            log.info("audit log %s: retention of %d days destroyed %d content keys", self.path,
+                     enc.retention_days, destroyed)
+
+    def __repr__(self) -> str:
+        signed = f", signed by key id {self._signing.key_id[:16]}..." if self._signing is not None else ""
+        encrypted = ", encrypted" if self._encryption is not None else ""
+        return f"AuditLog({self.path!r}, fsync={self.fsync!r}{signed}{encrypted})"
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Flush, stop the writer thread and close the file. Idempotent."""
@@ -124,19 +265,69 @@ class AuditLog:
         first_wait = 0.0
         stop = False
         while not stop:
-            timeout = None
-            if waiting:
-                timeout = max(0.0, first_wait + self._batch_interval_s - time.monotonic())
-            group, stop = self._take_group(timeout)
+            group, stop = self._take_group(self._timeout(waiting, first_wait))
             if group:
                 if not waiting:
                     first_wait = time.monotonic()
                 waiting.extend(self._write(group))
             barrier = any(p.record is None for p in group)
+            held: list[_Pending] = []  # checkpoint() barriers: answered once the head is signed
             if waiting and (stop or barrier or self._sync_due(len(waiting), first_wait)):
-                self._sync_and_ack(waiting)
+                held = [p for p in waiting if p.sign]
+                self._sync_and_ack([p for p in waiting if not p.sign])
                 waiting = []
-        self._sink.close()
+            if not waiting:  # every record in the tree is durable: a head may cover them
+                self._maybe_sign(force=stop or bool(held))
+            for p in held:
+                if self._failure is not None:
+                    p.future.set_exception(AuditError(f"audit log {self.path} failed: {self._failure!r}"))
+                else:
+                    p.future.set_result(None)
+        self._release()
+
+    def _timeout(self, waiting: list[_Pending], first_wait: float) -> float | None:
+        """How long the writer may wait for the next record: the batch deadline, the head deadline."""
+        now = time.monotonic()
+        deadlines = []
+        if waiting:
+            deadlines.append(first_wait + self._batch_interval_s)
+        if self._unsigned() > 0:
+            deadlines.append(self._last_head_at + self._head_interval_s)
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def _unsigned(self) -> int:
+        """Records in the tree that no signed head covers yet."""
+        tree = self._sink.tree
+        if self._heads is None or tree is None:
+            return 0
+        return tree.size - (self._heads.last.head.tree_size if self._heads.last is not None else 0)
+
+    def _maybe_sign(self, force: bool) -> None:
+        """Sign a head when ``head_every`` records or ``head_interval_s`` seconds are due (or ``force``)."""
+        unsigned = self._unsigned()
+        if (self._heads is None or self._signing is None or self._sink.tree is None or unsigned == 0
+                or self._failure is not None):
+            return
+        if not (force or unsigned >= self._head_every
+                or time.monotonic() - self._last_head_at >= self._head_interval_s):
+            return
+        tree, last = self._sink.tree, self._heads.last
+        timestamp = max(int(time.time() * 1000), last.head.timestamp_ms if last is not None else 0)
+        head = SignedTreeHead.sign(self._signing, tree.size, tree.root(), timestamp)
+        try:
+            self._heads.append(HeadEntry(head, list(self._sink.leaves), tree.hashes))
+        except Exception as e:  # the records are durable, but nothing signs them: stop accepting more
+            log.error("audit log %s: writing a signed tree head failed (%s)", self.path, type(e).__name__)
+            self._failure = e
+            return
+        self._sink.leaves.clear()
+        self._last_head_at = time.monotonic()
+        if self._witness is not None:
+            try:
+                self._witness(head)
+            except Exception as e:  # a witness that is down must not stop the trail; it is told next time
+                log.warning("audit log %s: witness hook failed on tree head %d (%s: %s)", self.path,
+                            head.tree_size, type(e).__name__, e)
 
     def _take_group(self, timeout: float | None) -> tuple[list[_Pending], bool]:
         """Wait up to ``timeout`` for one item, then drain what is already queued."""
@@ -165,7 +356,7 @@ class AuditLog:
         """Append the group's records; fail their futures (and the log) if the sink fails."""
         records = [p for p in group if p.record is not None]
         try:
-            linked = self._sink.append([p.record.body() for p in records if p.record is not None]) if records else []
+            linked = self._sink.append(self._bodies(records)) if records else []
         except Exception as e:  # disk full, I/O error: the chain tail is now unknown
             log.exception("audit log %s: write failed", self.path)
             self._failure = e
@@ -175,6 +366,14 @@ class AuditLog:
         for p, entry in zip(records, linked, strict=True):
             p.ack = AuditAck(entry["record_id"], entry["seq"], entry["hash"])
         return group
+
+    def _bodies(self, records: list[_Pending]) -> list[dict[str, Any]]:
+        """The bodies to chain: sealed when the trail is encrypted."""
+        bodies = [p.record.body() for p in records if p.record is not None]
+        if self._sealer is None:
+            return bodies
+        self._expire_if_due()
+        return self._sealer.seal_many(bodies)
 
     def _sync_and_ack(self, waiting: list[_Pending]) -> None:
         try:

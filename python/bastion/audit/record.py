@@ -9,6 +9,8 @@ Prompt and output go in by policy: ``"hashed"`` (the default) stores the sha256 
 redacted copy (secrets and PII removed, see ``bastion.audit.redact``); ``"full"`` stores the text as is.
 
 ``seq``, ``prev_hash`` and ``hash`` are filled in by ``AuditLog`` when the record joins the chain.
+With encryption on (crypto-shredding, ``bastion.audit.sealing``) the stored record has ``user``,
+``prompt``, ``output`` and ``metadata.end_user`` null / absent and carries them encrypted in ``sealed``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,16 @@ class GuardDecisionRecord(BaseModel):
     backend: str | None = Field(None, description="the backend whose output was judged (output stage)")
 
 
+class SealedContent(BaseModel):
+    """A record's personal content (user, prompt, output, end user) encrypted under its subject's key."""
+
+    v: int = Field(description="sealing format version")
+    key_ref: str = Field(description="random reference of the content key in the key store (names no one)")
+    period: str = Field(description="UTC day of the key: destroyed with the day when retention ends")
+    nonce: str = Field(description="base64 AES-GCM nonce")
+    ciphertext: str = Field(description="base64 AES-256-GCM of the canonical JSON of the sealed fields")
+
+
 class AuditRecord(BaseModel):
     """One request's audit entry. Published as docs/audit_record.schema.json."""
 
@@ -140,6 +152,8 @@ class AuditRecord(BaseModel):
     finish_reason: str | None = None
     outcome: Outcome
     error: str | None = Field(None, description="redacted reason when the outcome is not served/fallback")
+
+    sealed: SealedContent | None = Field(None, description="personal content, encrypted (AuditLog encryption=)")
 
     seq: int | None = Field(None, description="position in the chain, from 0 (set by AuditLog)")
     prev_hash: str | None = Field(None, description="hash of the previous record (64 zeros for the first)")

@@ -3,6 +3,11 @@
 A sink is used by exactly one writer thread (see ``AuditLog``). ``append`` links the records onto
 the chain tail and hands them to the OS; ``sync`` makes everything appended so far durable.
 Both sinks recover the chain tail when they reopen an existing trail.
+
+With ``track_tree`` (``AuditLog`` turns it on for a signed trail) a sink also keeps the Merkle
+tree over its records (``bastion.audit.merkle``): the compact range in ``tree`` and the leaf
+hashes not yet covered by a signed tree head in ``leaves``; O(log n) per record, nothing recomputed.
+A record's leaf data is exactly its stored canonical JSON.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bastion.audit.chain import ChainTail, canonical_json, link
+from bastion.audit.merkle import CompactRange, leaf_hash
 from bastion.errors import BastionError
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,13 @@ class AuditError(BastionError):
 
 class AuditSink(Protocol):
     """What ``AuditLog``'s writer thread needs from a storage format."""
+
+    tree: CompactRange | None
+    leaves: list[bytes]
+
+    def track_tree(self, start: CompactRange) -> None:
+        """Keep the Merkle tree from ``start`` (a signed head's frontier) on; hash the records after it."""
+        ...
 
     def append(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Link ``bodies`` onto the chain, write them, and return the linked records."""
@@ -42,7 +56,44 @@ class AuditSink(Protocol):
         ...
 
 
-class JsonlSink:
+def read_suffix(file: Any, size: int) -> tuple[int, bytes]:
+    """Read a suffix of ``file`` (``size`` bytes long) holding its last complete line (no full scan)."""
+    chunk = 1 << 16
+    while True:
+        start = max(0, size - chunk)
+        file.seek(start)
+        data = file.read(size - start)
+        if start == 0 or data.count(b"\n") >= 2:
+            return start, data
+        chunk *= 4
+
+
+class _TreeMixin:
+    """The Merkle bookkeeping both sinks share."""
+
+    path: Path
+    tree: CompactRange | None = None
+    leaves: list[bytes]
+
+    def _add_leaves(self, encoded: list[bytes]) -> None:
+        if self.tree is not None:
+            for data in encoded:
+                h = leaf_hash(data)
+                self.tree.append(h)
+                self.leaves.append(h)
+
+    def _start_tree(self, start: CompactRange, next_seq: int, stored_from: Any) -> None:
+        """Resume the tree at ``start``; ``stored_from(seq)`` yields the stored records after it."""
+        if next_seq < start.size:
+            raise AuditError(f"audit trail {self.path} holds {next_seq} records but a signed tree head covers "
+                             f"{start.size}: records were cut off the end (run: python -m bastion audit verify)")
+        self.tree, self.leaves = start.copy(), []
+        if next_seq > start.size:
+            self._add_leaves([canonical_json(json.loads(raw)).encode("utf-8", "surrogatepass")
+                              for raw in stored_from(start.size)])
+
+
+class JsonlSink(_TreeMixin):
     """One canonical-JSON record per line. Holds an exclusive ``flock`` so two writers cannot race."""
 
     def __init__(self, path: Path) -> None:
@@ -53,12 +104,23 @@ class JsonlSink:
         except BlockingIOError:
             self._file.close()
             raise AuditError(f"audit trail {path} is already open for writing by another AuditLog") from None
+        self.leaves = []
         self._tail = self._recover_tail()
+
+    def track_tree(self, start: CompactRange) -> None:
+        """Keep the Merkle tree on from ``start``; the records after it are read back and hashed."""
+        self._start_tree(start, self._tail.next_seq, self._lines_from)
+
+    def _lines_from(self, seq: int) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            for i, raw in enumerate(f):
+                if i >= seq:
+                    yield raw
 
     def _recover_tail(self) -> ChainTail:
         """Find the last complete record; cut a torn final line (never acknowledged, see AuditLog)."""
         size = self._file.seek(0, os.SEEK_END)
-        start, data = self._read_end(size)
+        start, data = read_suffix(self._file, size)
         if data and not data.endswith(b"\n"):
             cut = data.rfind(b"\n") + 1
             log.warning("audit trail %s: dropping a torn final line of %d bytes", self.path, len(data) - cut)
@@ -73,17 +135,6 @@ class JsonlSink:
         except (ValueError, KeyError, TypeError) as e:
             raise AuditError(f"audit trail {self.path}: last line is not a chained record ({e})") from e
 
-    def _read_end(self, size: int) -> tuple[int, bytes]:
-        """Read a suffix of the file long enough to hold the last complete line (no full scan)."""
-        chunk = 1 << 16
-        while True:
-            start = max(0, size - chunk)
-            self._file.seek(start)
-            data = self._file.read(size - start)
-            if start == 0 or data.count(b"\n") >= 2:
-                return start, data
-            chunk *= 4
-
     def append(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Link and write ``bodies`` as lines; flushed to the OS, not yet fsynced."""
         linked = []
@@ -91,8 +142,10 @@ class JsonlSink:
             entry = link(body, self._tail.next_seq, self._tail.last_hash)
             self._tail = self._tail.advance(entry)
             linked.append(entry)
-        self._file.write(b"".join(canonical_json(e).encode("utf-8", "surrogatepass") + b"\n" for e in linked))
+        encoded = [canonical_json(e).encode("utf-8", "surrogatepass") for e in linked]
+        self._file.write(b"".join(data + b"\n" for data in encoded))
         self._file.flush()
+        self._add_leaves(encoded)
         return linked
 
     def sync(self) -> None:
@@ -124,7 +177,7 @@ BEGIN SELECT RAISE(ABORT, 'audit_records is append-only: DELETE is forbidden'); 
 _SYNCHRONOUS = {"always": "FULL", "batch": "NORMAL", "never": "OFF"}
 
 
-class SqliteSink:
+class SqliteSink(_TreeMixin):
     """Rows in an append-only table (triggers refuse UPDATE/DELETE), WAL journal.
 
     The tail is re-read inside each ``BEGIN IMMEDIATE`` transaction, so even two processes
@@ -137,6 +190,15 @@ class SqliteSink:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[fsync]}")
         self._db.executescript(_SQLITE_SCHEMA)
+        self.leaves = []
+
+    def track_tree(self, start: CompactRange) -> None:
+        """Keep the Merkle tree on from ``start``; the rows after it are read back and hashed."""
+        self._start_tree(start, self._tail().next_seq, self._bodies_from)
+
+    def _bodies_from(self, seq: int) -> Iterator[str]:
+        for (body,) in self._db.execute("SELECT body FROM audit_records WHERE seq >= ? ORDER BY seq", (seq,)):
+            yield body
 
     def _tail(self) -> ChainTail:
         row = self._db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -147,21 +209,26 @@ class SqliteSink:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             tail = self._tail()
+            if self.tree is not None and tail.next_seq > self.tree.size:  # another process appended
+                self._add_leaves([canonical_json(json.loads(b)).encode("utf-8", "surrogatepass")
+                                  for b in self._bodies_from(self.tree.size)])
             linked = []
             for body in bodies:
                 entry = link(body, tail.next_seq, tail.last_hash)
                 tail = tail.advance(entry)
                 linked.append(entry)
+            texts = [canonical_json(e) for e in linked]
             self._db.executemany(
                 "INSERT INTO audit_records (seq, record_id, time, outcome, prev_hash, hash, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(e["seq"], e.get("record_id", ""), e.get("time", ""), e.get("outcome", ""),
-                  e["prev_hash"], e["hash"], canonical_json(e)) for e in linked],
+                  e["prev_hash"], e["hash"], text) for e, text in zip(linked, texts, strict=True)],
             )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._add_leaves([t.encode("utf-8", "surrogatepass") for t in texts])
         return linked
 
     def sync(self) -> None:
