@@ -83,6 +83,13 @@ class ServiceMiddleware:
             if work and task is not None:
                 self.state.inflight.add(task)
             await self.app(scope, self._limited(receive), send_with_id)
+        except asyncio.CancelledError:
+            if not (self.state.draining and status == 0):
+                raise
+            # the drain deadline cut this request short before its answer: a 503 in OpenAI's shape (retry
+            # elsewhere), not the bare 500 the server would send for an unanswered request
+            await _send_error(send_with_id, 503, "the server is shutting down: the request was aborted at the drain "
+                                                 "deadline; retry on another replica")
         finally:
             if task is not None:
                 self.state.inflight.discard(task)

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bastion.errors import (
     BastionError,
@@ -100,6 +101,18 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path: Starlette's 405 names only the methods of
+    the first route matching the path, not those of the other routes on the same path. Each method is
+    asked of the routes themselves (an included router matches for all of its routes)."""
+    allowed = [method for method in _METHODS if any(
+        route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error in the OpenAI shape; log each with its request id."""
 
@@ -123,6 +136,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(APIError(exc.status_code, message), _request_id(request))
         if exc.headers:  # e.g. the Allow header of a 405 (RFC 9110 requires it)
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["Allow"] = _allowed_methods(request)
         return response
 
     async def _mapped(request: Request, exc: Exception) -> JSONResponse:

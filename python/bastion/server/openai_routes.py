@@ -27,7 +27,11 @@ from bastion.server.state import ServerState
 
 router = APIRouter()
 GenerateKey = Annotated[Principal, Depends(require("generate"))]
-_SSE = {"text/event-stream": {"schema": {"type": "string"}, "example": "data: {...}\n\ndata: [DONE]\n\n"}}
+# the schema of one server-sent event (OpenAPI 3.2 describes an event stream event by event): each event's
+# data is one JSON chunk, or [DONE] at the end
+_SSE = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE] after the last one"}}}}}
 
 
 async def _answer(request: Request, state: ServerState, body: CompletionRequest | ChatCompletionRequest,

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bastion.sampling.params import MAX_LOGPROBS
 
-_IGNORE_EXTRA = ConfigDict(extra="ignore")
+# strict: a value of the wrong JSON type is a 400 (as OpenAI answers), never coerced ("1" is no integer)
+_IGNORE_EXTRA = ConfigDict(extra="ignore", strict=True)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: ``3.0`` is one (strict pydantic alone would refuse it); ``3.5``, ``"3"`` and
+    ``true`` are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
 
 
@@ -30,23 +40,25 @@ class SamplingFields(BaseModel):
 
     model_config = _IGNORE_EXTRA
     model: str | None = Field(None, description="the served model id (GET /v1/models); optional")
-    n: int = Field(1, ge=1, description="choices to generate")
+    n: Int = Field(1, ge=1, description="choices to generate")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
+    seed: Int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # floors: a top_p that rounds to 0 in float32 failed the whole engine step (every request in the batch);
+    # a repetition_penalty that rounds to 0 gave inf/NaN logits and a sampled id outside the vocabulary
+    top_p: float = Field(1.0, ge=1e-6, le=1.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = Field(None, max_length=256, description="the end user, recorded in the audit trail")
-    top_k: int = Field(0, ge=-1)
+    top_k: Int = Field(0, ge=-1)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    min_tokens: int = Field(0, ge=0)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10.0)
+    min_tokens: Int = Field(0, ge=0)
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = Field(None, max_length=64)
-    priority: int = Field(0, ge=-(2**31), le=2**31 - 1, description="lower runs first under the priority policy")
+    stop_token_ids: list[Int] | None = Field(None, max_length=64)
+    priority: Int = Field(0, ge=-(2**31), le=2**31 - 1, description="lower runs first under the priority policy")
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
 
@@ -55,8 +67,8 @@ class CompletionRequest(SamplingFields):
     """``POST /v1/completions``."""
 
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)]
-    max_tokens: int | None = Field(16, ge=1)
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    max_tokens: Int | None = Field(16, ge=1)
+    logprobs: Int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
 
 
@@ -96,10 +108,10 @@ class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: int | None = Field(None, ge=1, description="deprecated by OpenAI; max_completion_tokens wins")
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1, description="deprecated by OpenAI; max_completion_tokens wins")
+    max_completion_tokens: Int | None = Field(None, ge=1)
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
 
 
@@ -229,7 +241,7 @@ class DetokenizeRequest(BaseModel):
 
     model_config = _IGNORE_EXTRA
     model: str | None = None
-    tokens: list[Annotated[int, Field(ge=0)]]
+    tokens: list[Annotated[Int, Field(ge=0)]]
 
 
 class DetokenizeResponse(BaseModel):
