@@ -22,10 +22,12 @@ from bastion.gateway.types import GatewayDelta, Message
 from bastion.model.tokenizer import Tokenizer
 from bastion.sampling.logprobs import TokenLogprobs
 from bastion.sampling.params import SamplingParams
+from bastion.sampling.structured_params import StructuredOutputsParams
 from bastion.server.auth import Principal
 from bastion.server.errors import APIError, as_api_error, error_body
-from bastion.server.protocol import ChatCompletionRequest, CompletionRequest
+from bastion.server.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice
 from bastion.server.state import ServerState
+from bastion.server.tools import ToolPlan, parse_answer, plan_tools, render_message, with_tools
 
 Kind = Literal["completion", "chat"]
 
@@ -55,6 +57,7 @@ class Plan:
     echo_prompts: list[str] = field(default_factory=list)
     priority: int = 0
     user: str | None = None
+    tools: ToolPlan | None = None  # chat with tools: answers are parsed into tool calls
 
 
 def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -64,7 +67,7 @@ def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def _params(body: CompletionRequest | ChatCompletionRequest, max_tokens: int, logprobs: int | None,
-            choice: int) -> SamplingParams:
+            choice: int, structured: StructuredOutputsParams | None) -> SamplingParams:
     """The SamplingParams of one choice; ``ValueError`` naming the field (a 400) when they are inconsistent."""
     seed = body.seed + choice if body.seed is not None and choice else body.seed
     return SamplingParams(
@@ -74,7 +77,36 @@ def _params(body: CompletionRequest | ChatCompletionRequest, max_tokens: int, lo
         stop_token_ids=tuple(body.stop_token_ids or ()), ignore_eos=body.ignore_eos,
         min_tokens=min(body.min_tokens, max_tokens), logprobs=logprobs,
         include_stop_str_in_output=body.include_stop_str_in_output, skip_special_tokens=body.skip_special_tokens,
-        output_kind="delta")
+        structured_outputs=structured, output_kind="delta")
+
+
+def _structured(body: CompletionRequest | ChatCompletionRequest, tools: ToolPlan | None
+                ) -> StructuredOutputsParams | None:
+    """The constraint a body asks for: ``response_format``, vLLM's ``structured_outputs`` or its tools'
+    schema (one of them; 400 naming the field when several are given or one is malformed)."""
+    asked = [name for name, given in (("response_format", body.response_format is not None
+                                       and body.response_format.type != "text"),
+                                      ("structured_outputs", body.structured_outputs is not None),
+                                      ("tools", tools is not None and tools.schema is not None)) if given]
+    if len(asked) > 1:
+        raise APIError(400, f"{asked[1]}: cannot be combined with {asked[0]}", param=asked[1])
+    try:
+        if tools is not None and tools.schema is not None:
+            return StructuredOutputsParams(json=tools.schema)
+        fmt = body.response_format
+        if fmt is not None and fmt.type == "json_object":
+            return StructuredOutputsParams(json_object=True)
+        if fmt is not None and fmt.type == "json_schema":
+            if fmt.json_schema is None:
+                raise APIError(400, "response_format.json_schema: required when type is json_schema",
+                               param="response_format.json_schema")
+            return StructuredOutputsParams(json=fmt.json_schema.schema_)
+        if body.structured_outputs is not None:
+            given = body.structured_outputs.model_dump(by_alias=True, exclude_none=True)
+            return StructuredOutputsParams(**given)
+    except ValueError as e:
+        raise APIError(400, str(e), param=str(e).split(":", 1)[0].split(" ", 1)[0]) from None
+    return None
 
 
 def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionRequest, request_id: str,
@@ -86,6 +118,7 @@ def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionReq
     if body.min_tokens and body.max_tokens is not None and body.min_tokens > body.max_tokens:
         raise APIError(400, f"min_tokens: {body.min_tokens} exceeds max_tokens {body.max_tokens}", param="min_tokens")
     inputs: list[str | list[Message]]
+    tools: ToolPlan | None = None
     if isinstance(body, CompletionRequest):
         kind: Kind = "completion"
         inputs = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
@@ -94,11 +127,18 @@ def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionReq
         logprobs, max_tokens = body.logprobs, body.max_tokens
     else:
         kind = "chat"
-        inputs = [[{"role": m.role, "content": m.text()} for m in body.messages]]
+        choice = body.tool_choice
+        tools = plan_tools([t.model_dump() for t in body.tools or []],
+                           choice.model_dump() if isinstance(choice, NamedToolChoice) else choice)
+        messages = [render_message({"role": m.role, "content": m.text(),
+                                    "tool_calls": [c.model_dump() for c in m.tool_calls or []]})
+                    for m in body.messages]
+        inputs = [with_tools(messages, tools)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs: needs logprobs set to true", param="top_logprobs")
         max_tokens = body.max_completion_tokens or body.max_tokens
+    structured = _structured(body, tools)
     prompt_tokens = [_count_prompt(state, prompt) for prompt in inputs]
     choices = []
     for p, prompt in enumerate(inputs):
@@ -109,14 +149,14 @@ def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionReq
             index = p * body.n + j
             rid = request_id if len(inputs) * body.n == 1 else f"{request_id}-{index}"
             try:
-                params = _params(body, limit, logprobs, j)
+                params = _params(body, limit, logprobs, j, structured)
             except ValueError as e:
                 raise APIError(400, str(e), param=str(e).split(" ", 1)[0]) from None
             choices.append(ChoicePlan(index, p, prompt, params, rid))
     echo = [p for p in inputs if isinstance(p, str)] if isinstance(body, CompletionRequest) and body.echo else []
     return Plan(kind, f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{uuid.uuid4().hex}", state.model_name,
                 choices, prompt_tokens, logprobs, bool(body.stream_options and body.stream_options.include_usage),
-                echo, body.priority, body.user)
+                echo, body.priority, body.user, tools if tools is not None and tools.mode != "none" else None)
 
 
 def _count_prompt(state: ServerState, prompt: str | list[Message]) -> int:
@@ -215,9 +255,19 @@ def _choice_body(plan: Plan, choice: ChoicePlan, result: ChoiceResult, tok: Toke
     if plan.kind == "completion":
         text = result.refusal if result.refusal is not None else _echo(plan, choice) + result.text
         return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason}
-    message = {"role": "assistant", "content": None if result.refusal is not None else result.text,
-               "refusal": result.refusal}
-    return {"index": choice.index, "message": message, "logprobs": logprobs, "finish_reason": result.finish_reason}
+    content, calls, finish = _answer_parts(plan, result)
+    message = {"role": "assistant", "content": content, "refusal": result.refusal, "tool_calls": calls}
+    return {"index": choice.index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _answer_parts(plan: Plan, result: ChoiceResult) -> tuple[str | None, list[dict[str, Any]] | None, str | None]:
+    """A chat answer's content, tool calls and finish reason (``tool_calls`` when the model called tools)."""
+    if result.refusal is not None:
+        return None, None, result.finish_reason
+    if plan.tools is None:
+        return result.text, None, result.finish_reason
+    content, calls = parse_answer(result.text, plan.tools)
+    return content, calls, "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
 
 
 def _echo(plan: Plan, choice: ChoicePlan) -> str:
@@ -321,7 +371,10 @@ async def _events(state: ServerState, plan: Plan, first: tuple[ChoicePlan, Gatew
             choice, delta = item
             result = results[choice.index]
             _take(result, delta)
-            if delta.text or delta.finished:
+            if plan.tools is not None:  # a tool answer is JSON until parsed: it goes out whole at the end
+                if delta.finished:
+                    yield _sse({**head, "choices": [_tool_chunk(plan, choice, result, tok)]})
+            elif delta.text or delta.finished:
                 offset = len(_echo(plan, choice)) + len(result.text) - len(delta.text)
                 yield _sse({**head, "choices": [_chunk_choice(plan, choice, delta, tok, offset)]})
             item = await anext(deltas, None)
@@ -337,6 +390,19 @@ async def _events(state: ServerState, plan: Plan, first: tuple[ChoicePlan, Gatew
         ordered = [results[c.index] for c in plan.choices]
         yield _sse({**head, "choices": [], "usage": _usage(plan, ordered)})
     yield "data: [DONE]\n\n"
+
+
+def _tool_chunk(plan: Plan, choice: ChoicePlan, result: ChoiceResult, tok: Tokenizer | None) -> dict[str, Any]:
+    """The last streamed part of a chat choice that had tools: its tool calls (OpenAI's delta shape,
+    each call with its ``index``) or its content, and the finish reason."""
+    content, calls, finish = _answer_parts(plan, result)
+    delta: dict[str, Any] = {"content": content} if content else {}
+    if calls:
+        delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+    if result.refusal is not None:
+        delta = {"refusal": result.refusal}
+    logprobs = _logprobs(plan, result.logprobs, tok) if plan.logprobs is not None else None
+    return {"index": choice.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
 
 def _chunk_choice(plan: Plan, choice: ChoicePlan, delta: GatewayDelta, tok: Tokenizer | None,
