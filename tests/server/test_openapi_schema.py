@@ -3,7 +3,7 @@
 Every operation gets generated requests (valid and invalid ones): none may answer a 5xx, every
 answer must match what the document promises (status, content type, headers, body schema, each
 server-sent event), and a request the document calls invalid must be refused. The cost is bounded
-by a small context (``--max-model-len 64``: a generation is at most a few dozen tokens), few
+by a small context (``--max-model-len 40``: a generation is at most a dozen or so tokens), few
 examples per operation and no shrinking; examples are derandomized, so a run is reproducible.
 
 Not checked: ``positive_data_acceptance`` (every schema-valid request must succeed). The API has
@@ -27,7 +27,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from .server_process import KEYS, ServerProcess
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 20
 
 
 def admin() -> dict[str, str]:
@@ -39,7 +39,7 @@ def admin() -> dict[str, str]:
 def schema_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A dedicated server with a tiny context, so generated generation requests stay cheap."""
     tmp: Path = tmp_path_factory.mktemp("schema")
-    proc = ServerProcess(tmp, "--max-model-len", "64", "--max-n", "2", "--max-num-seqs", "16",
+    proc = ServerProcess(tmp, "--max-model-len", "40", "--max-n", "2", "--max-num-seqs", "16",
                          "--audit-path", str(tmp / "audit.jsonl"))
     try:
         yield proc.wait_ready()
