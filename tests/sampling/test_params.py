@@ -60,6 +60,8 @@ def test_frozen_and_replace_revalidates() -> None:
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.01}, "top_p"),
         ({"top_p": math.nan}, "top_p"),
+        ({"top_p": 5e-324}, "top_p"),  # > 0 in float64 but 0 in the sampler's float32: it failed a whole step
+        ({"repetition_penalty": 1e-46}, "repetition_penalty"),
         ({"min_p": -0.1}, "min_p"),
         ({"min_p": 1.5}, "min_p"),
         ({"repetition_penalty": 0.0}, "repetition_penalty"),

@@ -7,6 +7,7 @@ a caller bug (``max_tokens=True``), so numbers reject bools explicitly.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 
@@ -47,6 +48,10 @@ def check_float(
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    # the sampler computes in float32: a value above an open bound only in float64 (top_p=5e-324) would be
+    # the excluded bound itself there, and fail the whole batch's step instead of this request
+    if low is not None and low_open and struct.unpack("f", struct.pack("f", value))[0] <= low:
+        raise ValueError(f"{name} must be > {low} in float32 (the sampler's precision), got {value}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {value}")
     return value
