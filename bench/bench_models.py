@@ -74,6 +74,7 @@ from bench.common import (
     num_cores,
     run_bastion_batch,
     use_threads,
+    vm_hwm_mb,
 )
 from bench.model_files import SHAPES, llama_cpp_tool, model_file
 
@@ -237,17 +238,6 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
-def _vm_hwm_mb(pid: int) -> float | None:
-    """Peak resident set of process ``pid`` (``VmHWM`` of /proc/PID/status, in kB) in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def llama_server_run(args: argparse.Namespace, model: Path, threads: int) -> dict[str, Any]:
     """Start ``llama-server -np N``, time N concurrent ``/completion`` requests, read its VmHWM, stop it."""
     try:
@@ -297,7 +287,7 @@ def llama_server_run(args: argparse.Namespace, model: Path, threads: int) -> dic
                 produced = sum(f.result() for f in futures)
                 wall = time.perf_counter() - start
             return {"concurrent_tok_s": produced / wall, "concurrent_wall_s": wall,
-                    "concurrent_output_tokens": produced, "rss_mb": _vm_hwm_mb(server.pid), "ready_s": ready_s,
+                    "concurrent_output_tokens": produced, "rss_mb": vm_hwm_mb(server.pid), "ready_s": ready_s,
                     "context": ctx}
         except Exception as exc:  # reported in the row; the benchmark goes on
             log.seek(0)

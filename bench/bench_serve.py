@@ -76,7 +76,7 @@ from typing import IO, Any
 import httpx
 from tqdm.auto import tqdm
 
-from bench.common import bench_parser, emit, num_cores, pct
+from bench.common import bench_parser, emit, num_cores, pct, vm_hwm_mb
 from bench.model_files import llama_cpp_tool
 
 SSE_DONE = "[DONE]"
@@ -477,17 +477,6 @@ def llama_server_command(binary: str, model: Path, port: int, parallel: int, con
     """``llama-server -np N -c CTX -t T -tb T`` on loopback, its prompt cache RAM off."""
     return [binary, "-m", str(model), "-np", str(parallel), "-c", str(context), "-t", str(threads), "-tb",
             str(threads), "--host", "127.0.0.1", "--port", str(port), "--cache-ram", "0"]
-
-
-def vm_hwm_mb(pid: int) -> float | None:
-    """Peak resident set of process ``pid`` (``VmHWM`` of /proc/PID/status) in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 class ServerProcess:

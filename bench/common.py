@@ -41,6 +41,17 @@ def num_cores() -> int:
         return os.cpu_count() or 1
 
 
+def vm_hwm_mb(pid: int) -> float | None:
+    """Peak resident set of process ``pid`` (``VmHWM`` of /proc/PID/status, in kB) in MB; None if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def build_prompts(tokenizer: Any, n: int, length: int) -> TokenPrompts:
     """``n`` prompts of exactly ``length`` token ids, different within their first KV block.
 

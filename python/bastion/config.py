@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,7 +39,21 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     return data
 
 
-class EngineConfig(BaseSettings):
+class Settings(BaseSettings):
+    """A settings model whose ``build`` reports a bad value as a ValueError naming its field."""
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> Self:
+        """Validate keyword arguments; re-raise pydantic's error as a ValueError naming the field."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "config"
+            raise ValueError(f"{field}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+class EngineConfig(Settings):
     """Every setting of the engine. See the README for what each one trades."""
 
     model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid", validate_assignment=True)
@@ -92,6 +106,13 @@ class EngineConfig(BaseSettings):
         "\"auto\" = fastest for the device; ops the backend lacks go where \"auto\" sends them")
     enforce_eager: bool = Field(False, description="run module by module: no CUDA graphs on a GPU, no one-call "
                                                    "C++ decoder for small CPU steps")
+    structured_outputs_timeout: float = Field(
+        30.0, gt=0, description="seconds a request with structured_outputs may wait for its grammar to compile "
+                                "(off the engine thread; the batch keeps running); past it the request ends with "
+                                "finish_reason \"error\" naming the timeout")
+    structured_outputs_jump_forward: bool = Field(
+        True, description="append the tokens a request's grammar forces without a model step each (requests "
+                          "asking for logprobs never skip steps: every token keeps the model's logprobs)")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> EngineConfig:
@@ -101,12 +122,3 @@ class EngineConfig(BaseSettings):
             raise ValueError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
         return cls.build(**{**data, **overrides})
 
-    @classmethod
-    def build(cls, **kwargs: Any) -> EngineConfig:
-        """Validate keyword arguments; re-raise pydantic's error as a ValueError naming the field."""
-        try:
-            return cls(**kwargs)
-        except ValidationError as e:
-            first = e.errors()[0]
-            field = ".".join(str(x) for x in first["loc"]) or "config"
-            raise ValueError(f"{field}: {first['msg']} (got {first.get('input')!r})") from None

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -107,3 +108,13 @@ def metric(url: str, name: str) -> float:
     if not found:
         raise KeyError(f"metric {name} not exposed")
     return total
+
+
+def poll(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """True as soon as ``condition()`` holds, False if it still does not after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

@@ -13,7 +13,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .server_process import ServerProcess, headers, metric
+from .server_process import ServerProcess, headers, metric, poll
 
 N_CLIENTS = 200
 MAX_TOKENS = 24
@@ -94,16 +94,6 @@ async def run_client(http: httpx.AsyncClient, client: Client, index: int) -> Non
 def audit_file(proc: ServerProcess) -> Path:
     """The audit trail of ``busy_server`` (next to its log)."""
     return proc.log_path.parent / "audit.jsonl"
-
-
-def poll(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """True as soon as ``condition()`` holds, False if it still does not after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 async def kv_usage(http: httpx.AsyncClient) -> float:

@@ -12,7 +12,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 from bastion.audit.verify import verify
 
-from .server_process import ServerProcess, headers, metric
+from .server_process import ServerProcess, headers, metric, poll
 
 PROMPT = "Once upon a time"
 
@@ -89,16 +88,6 @@ def wait_first_chunks(streams: list[Stream], proc: ServerProcess, timeout: float
                                  f"(status {s.status}, error {s.error!r}):\n{proc.log()}")
 
 
-def poll(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """True as soon as ``condition()`` holds, False if it still does not after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
 def audit_records(path: Path) -> list[dict[str, Any]]:
     """Every record of a JSONL audit trail, in order (after checking that its hash chain is intact)."""
     result = verify(path)
@@ -136,7 +125,7 @@ def test_sigterm_lets_in_flight_streams_finish_and_refuses_new_work(tmp_path: Pa
 
         proc.signal(signal.SIGTERM)
         # readiness says 503 at once, while the streams are still running
-        assert poll(lambda: httpx.get(proc.url + "/ready", timeout=5).status_code == 503, timeout=3), proc.log()
+        assert poll(lambda: httpx.get(proc.url + "/ready", timeout=5).status_code == 503, timeout=3, interval=0.02), proc.log()
         ready = httpx.get(proc.url + "/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["reason"] == "the server is draining"
         assert not all(s.ended.is_set() for s in streams), "every stream ended before the drain was seen"

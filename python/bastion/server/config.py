@@ -8,10 +8,12 @@ fields under ``engine``) or ``BASTION_*`` environment variables (``BASTION_PORT=
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from bastion.config import Settings
 
 
 def is_loopback(host: str) -> bool:
@@ -24,7 +26,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ServerConfig(BaseSettings):
+class ServerConfig(Settings):
     """How the HTTP service listens, authenticates, limits, drains and keeps its jobs."""
 
     model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid", validate_assignment=True)
@@ -54,16 +56,6 @@ class ServerConfig(BaseSettings):
                                                                       "none, or bastion's default pipeline")
     log_level: str = Field("info", description="Python log level of the service")
     access_log: bool = Field(True, description="one structured JSON line per HTTP request")
-
-    @classmethod
-    def build(cls, **kwargs: Any) -> ServerConfig:
-        """Validate keyword arguments; a bad one raises a ValueError naming the field."""
-        try:
-            return cls(**kwargs)
-        except ValidationError as e:
-            first = e.errors()[0]
-            field = ".".join(str(x) for x in first["loc"]) or "config"
-            raise ValueError(f"{field}: {first['msg']} (got {first.get('input')!r})") from None
 
     def check_bind(self, has_keys: bool) -> None:
         """Refuse to serve beyond loopback without keys unless ``insecure_no_auth`` says so."""
