@@ -78,10 +78,11 @@ def test_the_model_and_sampler_carry_the_chosen_backends(model_dir: Path) -> Non
     assert model.ops_backends == {"rms_norm": "cpu", "rotary_embedding": "auto", "reshape_and_cache": "cpu",
                                   "paged_attention": "cpu", "silu_and_mul": "cpu"}
     assert engine.sampler.backend == "auto"
+    assert engine.sampler.mask_backend == "cpu"  # the structured-output bitmask has a C++ kernel
     assert {model.layers[0].self_attn.attn_backend, model.layers[1].mlp.backend, model.norm.backend} == {"cpu"}
     torch_engine = bastion.LLM(model=str(model_dir), kernel_backend="torch", device="cpu", num_kv_blocks=8).engine
     assert set(torch_engine.loaded.model.ops_backends.values()) == {"torch"}
-    assert torch_engine.sampler.backend == "torch"
+    assert torch_engine.sampler.backend == "torch" and torch_engine.sampler.mask_backend == "torch"
     assert not torch_engine.loaded.model.rope_in_place  # rotary through ops.rotary_embedding, not the shortcut
 
 

@@ -1,10 +1,11 @@
 """The synchronous engine: one ``step()`` = scheduler step → one forward → sampler → output processor
-→ scheduler update.
+→ scheduler update (→ tokens a grammar forces appended: jump-forward).
 
 Single-threaded by design: ``LLM`` drives it in the caller's thread, ``AsyncLLM`` from its own
 engine thread. Requests arrive checked by the ``InputProcessor``; a fault while processing one
 request fails that request alone, and a fault in the shared forward pass fails only the requests
-of that step. Either way their KV blocks go back to the pool at once.
+of that step. Either way their KV blocks go back to the pool at once. A request with
+``structured_outputs`` enters the scheduler only once its grammar has compiled (``StructuredOutputManager``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bastion.engine.output_processor import OutputProcessor
 from bastion.engine.outputs import FinishReason, RequestMetrics, RequestOutput
 from bastion.engine.placement import plan_kernel_backends, plan_memory, resolve_device, resolve_kv_dtype
 from bastion.engine.request import EngineCoreRequest, EngineRequest
+from bastion.engine.structured_outputs import StructuredOutputManager
 from bastion.model import load_model
 from bastion.model.loader import model_footprint, resolve_dtype
 from bastion.sampling import Sampler, SequenceState
@@ -45,7 +47,7 @@ class EngineCore:
         self.device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, self.device)
         # checked before the weights load: a backend that cannot run here fails the construction at once
-        ops_backends, sample_backend = plan_kernel_backends(config.kernel_backend, self.device, dtype)
+        ops_backends, sampler_backends = plan_kernel_backends(config.kernel_backend, self.device, dtype)
         # so is the memory: weights and the smallest cache must fit the budget before a weight is read
         footprint = model_footprint(config.model, device=self.device, dtype=dtype, dequantize=config.dequantize_weights)
         kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, self.device, dtype, ops_backends)
@@ -65,10 +67,15 @@ class EngineCore:
         )
         self.runner = ModelRunner(self.loaded, num_blocks, config.block_size, self.device, config=config,
                                   kv_dtype=self.memory.kv_dtype)
-        self.sampler = Sampler(backend=sample_backend)
+        self.sampler = Sampler(backend=sampler_backends["sample"], mask_backend=sampler_backends["apply_token_bitmask"])
         self.output_processor = OutputProcessor(self.tokenizer)
+        self.structured = StructuredOutputManager(
+            self.tokenizer, self.model_config.vocab_size, self.device, timeout_s=config.structured_outputs_timeout,
+            jump_forward=config.structured_outputs_jump_forward, max_rows=config.max_num_seqs,
+            threads=config.num_threads)
         self.requests: dict[str, EngineRequest] = {}
         self._by_core_id: dict[int, EngineRequest] = {}
+        self._deferred: dict[int, tuple[int, int]] = {}  # core id -> (priority, salt key) until its grammar is ready
         self._finished_outside_step: list[EngineRequest] = []
         self._next_core_id = 1
         # unseeded requests get a seed from this stream: a run is reproducible under EngineConfig.seed
@@ -86,8 +93,10 @@ class EngineCore:
             raise ValueError(f"request_id: {rid!r} is already in use")
         core_id = self._next_core_id
         self._next_core_id += 1
-        self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=request.priority,
-                                   cache_salt=salt_to_key(request.cache_salt))
+        constrained = params.structured_outputs is not None
+        if not constrained:
+            self.scheduler.add_request(core_id, np.asarray(ids, dtype=np.int32), priority=request.priority,
+                                       cache_salt=salt_to_key(request.cache_salt))
         req = EngineRequest(
             request_id=rid, core_id=core_id, prompt=request.prompt, prompt_token_ids=ids, params=params,
             metrics=RequestMetrics(arrival_time=request.arrival_time),
@@ -97,6 +106,10 @@ class EngineCore:
         )
         self.requests[rid] = req
         self._by_core_id[core_id] = req
+        if constrained:  # waits outside the scheduler until its grammar compiles
+            req.in_scheduler = False
+            self._deferred[core_id] = (request.priority, salt_to_key(request.cache_salt))
+            self.structured.submit(req)
 
     # ----- cancellation ----------------------------------------------------------------------
     def abort(self, request_id: str, reason: FinishReason = "abort", detail: str | None = None) -> bool:
@@ -107,7 +120,11 @@ class EngineCore:
         req = self.requests.get(request_id)
         if req is None or req.finished:
             return False
-        self.scheduler.abort(req.core_id)
+        if req.in_scheduler:
+            self.scheduler.abort(req.core_id)
+        else:
+            self.structured.discard(req)
+            self._deferred.pop(req.core_id, None)
         if reason == "timeout":
             req.metrics.timeout_reason = detail
         elif reason == "error":
@@ -125,6 +142,8 @@ class EngineCore:
         """Run one engine step; return the outputs due (per each request's output_kind)."""
         touched: list[EngineRequest] = self._finished_outside_step
         self._finished_outside_step = []
+        if self.structured.num_waiting:
+            self._admit_constrained(touched)
         step = self.scheduler.step()
         now = time.monotonic()
         for core_id in step.preempted_ids:
@@ -147,8 +166,10 @@ class EngineCore:
     def _run(self, step: _core.StepOutput, scheduled: list[EngineRequest]) -> list[EngineRequest]:
         sampling = [req for req, flag in zip(scheduled, step.do_sample) if flag]
         try:
+            bitmask_of_step = self.structured.prepare_bitmask(sampling)
             logits = self.runner.execute(step)
-            sampled = self.sampler.sample(logits, [r.seq for r in sampling])
+            bitmask = bitmask_of_step()
+            sampled = self.sampler.sample(logits, [r.seq for r in sampling], bitmask)
         except Exception as exc:  # the shared forward failed: fail only this step's requests
             return self._fail_step(scheduled, sampling, f"{type(exc).__name__}: {exc}")
         token_ids = sampled.token_ids.tolist()
@@ -163,7 +184,63 @@ class EngineCore:
             if req.finished:
                 finished_core_ids.append(req.core_id)
         self.scheduler.update(np.asarray(token_ids, dtype=np.int32), np.asarray(finished_core_ids, dtype=np.int64))
+        if bitmask is not None:
+            for req in sampling:
+                if req.grammar is not None and not req.finished:
+                    self._jump_forward(req, now)
         return sampling
+
+    # ----- structured outputs ----------------------------------------------------------------
+    def _admit_constrained(self, touched: list[EngineRequest]) -> None:
+        """Queue the constrained requests whose grammar is ready; fail those whose compile failed or timed out.
+
+        When nothing else is in flight the engine waits (briefly) for a grammar instead of spinning.
+        """
+        if len(self._by_core_id) == self.structured.num_waiting:
+            self.structured.wait(0.02)
+        ready, failed = self.structured.ready()
+        for req, error in failed:
+            self._deferred.pop(req.core_id, None)
+            req.metrics.error = error
+            self._finish(req, "error")
+            touched.append(req)
+        for req in ready:
+            priority, salt = self._deferred.pop(req.core_id)
+            try:
+                self.scheduler.add_request(req.core_id, np.asarray(req.prompt_token_ids, dtype=np.int32),
+                                           priority=priority, cache_salt=salt)
+            except ValueError as exc:  # e.g. a prompt the KV pool can never hold
+                req.metrics.error = str(exc)
+                self._finish(req, "error")
+                touched.append(req)
+                continue
+            req.in_scheduler = True
+            self._jump_forward(req, time.monotonic())  # a grammar may force the output's first tokens
+            if req.finished:
+                touched.append(req)
+
+    def _jump_forward(self, req: EngineRequest, now: float) -> None:
+        """Append the tokens ``req``'s grammar forces without a model step each (the next step computes them
+        together, like a prefill chunk); they count as generated tokens and pass the stop checks."""
+        try:
+            forced = self.structured.forced_tokens(req)
+            if not forced:
+                return
+            appended = self.scheduler.append_tokens(req.core_id, np.asarray(forced, dtype=np.int32))
+            m = req.metrics
+            for token in forced[:appended]:
+                m.num_generated_tokens += 1
+                m.num_forced_tokens += 1
+                if m.first_token_time is not None:
+                    m.last_token_time = now
+                self._keep_token(req, token, None)
+                if req.finished:
+                    break
+        except Exception as exc:  # a fault in one request's grammar fails it alone
+            req.metrics.error = f"{type(exc).__name__}: {exc}"
+            self._finish(req, "error")
+        if req.finished:
+            self.scheduler.abort(req.core_id)  # blocks back now (False when the core already ended it)
 
     def _fail_step(self, scheduled: list[EngineRequest], sampling: list[EngineRequest],
                    error: str) -> list[EngineRequest]:
@@ -185,13 +262,29 @@ class EngineCore:
             m.num_cached_tokens = self.scheduler.num_cached_tokens(req.core_id)
         m.last_token_time = now
         m.num_generated_tokens += 1
+        self._keep_token(req, token, logprobs)
+
+    def _keep_token(self, req: EngineRequest, token: int, logprobs: dict | None) -> None:
+        """Record one token on ``req`` (grammar, penalty counts, text, stop decision) and finish it if due.
+
+        A grammar that has ended finishes the request with "stop", also when max_tokens was reached with
+        the same token.
+        """
+        grammar = req.grammar
+        if grammar is not None and not grammar.accept(token):
+            raise ValueError(f"structured_outputs.{grammar.kind}: token {token} breaks the grammar: {grammar.error}")
         req.seq.append(token)
         decision = self.output_processor.process_token(req, token, logprobs)
-        if decision.finish_reason is not None:
-            self._finish(req, decision.finish_reason, decision.stop_reason)
+        reason, stop_reason = decision.finish_reason, decision.stop_reason
+        if grammar is not None and grammar.is_stopped and reason != "stop":
+            if reason is None:
+                req.stop.end()
+            reason, stop_reason = "stop", None
+        if reason is not None:
+            self._finish(req, reason, stop_reason)
 
     def _finish(self, req: EngineRequest, reason: FinishReason, stop_reason: str | int | None = None) -> None:
-        if req.finish_reason is None:
+        if req.finish_reason is None and req.in_scheduler:
             req.metrics.num_preemptions = max(req.metrics.num_preemptions,
                                               self.scheduler.num_preemptions(req.core_id))
         req.finish(reason, time.monotonic(), stop_reason)

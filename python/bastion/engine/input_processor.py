@@ -5,7 +5,10 @@ Every front end (``LLM``, ``AsyncLLM``, the Gateway's ``LocalBackend``) hands it
 here, so a request is checked once, before anything is queued, and a bad one raises an error
 naming the problem: ``TypeError`` for a wrong kind of argument, ``ValueError`` for a bad value,
 ``bastion.PromptTooLong`` (a ValueError) for a prompt the context cannot hold. The prompt is a
-string, token ids, or a chat conversation (rendered with the model's own chat template).
+string, token ids, or a chat conversation (rendered with the model's own chat template). A
+``structured_outputs`` constraint is checked against the model's tokenizer by the grammar library
+(cached per constraint), so a schema, regex or grammar it rejects raises ``ValueError`` naming
+``structured_outputs.<field>`` here; the compile itself happens off the engine thread.
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ class InputProcessor:
         text, ids = self._tokenize(prompt, continuation, add_generation_prompt)
         self._check_prompt(ids)
         params.validate_against(self.vocab_size)
+        if params.structured_outputs is not None:
+            from bastion.sampling.grammar.compiler import (
+                compiler_for,  # the grammar library loads on first use
+            )
+
+            compiler_for(self.tokenizer, self.vocab_size).check(params.structured_outputs)
         changes: dict[str, Any] = {} if output_kind is None else {"output_kind": output_kind}
         room = self.max_model_len - len(ids)
         if params.max_tokens > room:

@@ -160,6 +160,13 @@ class StopChecker:
             return self._finish("stop", matched)
         return StopDecision(self._release(self._releasable_end()))
 
+    def end(self) -> StopDecision:
+        """Finish with "stop" now (the request's grammar has ended): release all text, held-back bytes too."""
+        if self.finished:
+            raise ValueError(f"request already finished ({self.finish_reason})")
+        self._append_text(self._flush(), may_stop=False)
+        return self._finish("stop", None)
+
     def _add_token(self, token_id: int) -> str:
         """The text ``token_id`` completes, or "" without a detokenizer."""
         return self._detokenizer.add(token_id) if self._detokenizer is not None else ""

@@ -24,6 +24,7 @@ class RequestMetrics:
     num_cached_tokens: int = 0
     num_preemptions: int = 0
     num_generated_tokens: int = 0
+    num_forced_tokens: int = 0  # of those, appended without a model step (structured outputs' jump-forward)
     timeout_reason: str | None = None  # "queue", "ttft" or "total" when finish_reason == "timeout"
     error: str | None = None  # the message when finish_reason == "error"
 

@@ -25,18 +25,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def plan_kernel_backends(name: str, device: torch.device, dtype: torch.dtype) -> tuple[dict[str, str], str]:
-    """``(backends of the model's ops, backend of the sampler)`` for ``EngineConfig.kernel_backend`` ``name``.
+# the sampler's ops: the draw and the structured-output mask
+SAMPLER_OPS = ("sample", "apply_token_bitmask")
+
+
+def plan_kernel_backends(name: str, device: torch.device, dtype: torch.dtype
+                         ) -> tuple[dict[str, str], dict[str, str]]:
+    """``(backends of the model's ops, backends of the sampler's ops)`` for ``EngineConfig.kernel_backend``
+    ``name``; the sampler's are keyed by ``SAMPLER_OPS`` (its logits are float32) and go to "auto" when the
+    backend serves none of them.
 
     Ops the backend lacks go to "auto" (see ``bastion.ops.dispatch.plan``). Raises a ValueError naming
     ``kernel_backend`` and the reason when the backend is unavailable or cannot run on ``device``/``dtype``.
     """
     try:
-        chosen = dispatch.plan(name, device.type, dict.fromkeys(MODEL_OPS, dtype) | {"sample": torch.float32})
+        model = dispatch.plan(name, device.type, dict.fromkeys(MODEL_OPS, dtype))
     except ValueError as exc:
         raise ValueError(f"kernel_backend: {exc}") from None
-    sample = chosen.pop("sample")
-    return chosen, sample
+    try:
+        sampler = dispatch.plan(name, device.type, dict.fromkeys(SAMPLER_OPS, torch.float32))
+    except ValueError:  # the backend runs here (the model's plan says so) but has none of the sampler's ops
+        sampler = dict.fromkeys(SAMPLER_OPS, "auto")
+    return model, sampler
 
 
 # torch dtypes of EngineConfig.kv_cache_dtype

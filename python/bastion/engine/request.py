@@ -14,7 +14,8 @@ from bastion.engine.output_processor import StopChecker
 from bastion.engine.outputs import FinishReason, RequestMetrics
 from bastion.sampling.params import SamplingParams
 
-if TYPE_CHECKING:  # it pulls in torch, and ``bastion.Deadlines`` must stay a light import
+if TYPE_CHECKING:  # they pull in torch, and ``bastion.Deadlines`` must stay a light import
+    from bastion.sampling.grammar.matcher import GrammarMatcher
     from bastion.sampling.state import SequenceState
 
 
@@ -85,6 +86,10 @@ class EngineRequest:
     # how much of the output the caller has already been given (for "delta" outputs)
     sent_tokens: int = 0
     sent_chars: int = 0
+    # structured outputs: where the request stands in its grammar (set once the grammar is compiled)
+    grammar: GrammarMatcher | None = None
+    # False while the request waits outside the C++ scheduler (for its grammar to compile)
+    in_scheduler: bool = True
 
     @property
     def output_token_ids(self) -> list[int]:
