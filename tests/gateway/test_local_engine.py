@@ -113,3 +113,18 @@ async def test_tenants_do_not_share_prefix_cache_hits(llm, audit_log):
     assert await hits_after("acme") == 0
     assert await hits_after("acme") > 0  # same tenant: the prompt's full blocks are reused
     assert await hits_after("globex") == 0  # another tenant: no hit, no timing side channel
+
+
+async def test_structured_outputs_reach_the_local_engine_and_the_audit_record(llm, audit_log, audit_path):
+    gw = Gateway(llm, audit=audit_log)
+    params = SamplingParams(max_tokens=40, temperature=0.0, structured_outputs={"choice": ["red", "blue"]})
+    result = await gw.generate([{"role": "user", "content": "Name a colour."}], params, user="u")
+    assert result.text in ("red", "blue") and result.finish_reason == "stop"
+    with pytest.raises(ValueError, match=r"structured_outputs\.regex"):  # refused before anything is queued
+        await gw.generate("hi", SamplingParams(max_tokens=4, structured_outputs={"regex": "(("}), user="u")
+    await gw.aclose()
+    records = read_records(audit_path)
+    assert records[0]["sampling"]["structured_outputs"] == {"json": None, "regex": None, "choice": ["red", "blue"],
+                                                            "grammar": None, "json_object": False}
+    assert records[1]["outcome"] != "served" and records[1]["sampling"]["structured_outputs"]["regex"] == "(("
+    assert llm.stats()["num_used_blocks"] == 0

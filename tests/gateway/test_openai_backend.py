@@ -117,3 +117,23 @@ async def test_remote_cut_stream_falls_back_to_second_remote(server, audit_log):
     assert result.text == SCRIPT and result.backend == "1" and result.prompt_tokens == 7
     await first.aclose()
     await second.aclose()
+
+
+@pytest.mark.parametrize(("constraint", "expected"), [
+    ({"json": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+     {"response_format": {"type": "json_schema", "json_schema": {
+         "name": "response", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}, "strict": True}}}),
+    ({"json_object": True}, {"response_format": {"type": "json_object"}}),
+    ({"regex": "[0-9]+"}, {"structured_outputs": {"regex": "[0-9]+"}}),
+    ({"choice": ["yes", "no"]}, {"structured_outputs": {"choice": ["yes", "no"]}}),
+    ({"grammar": 'start: "a"'}, {"structured_outputs": {"grammar": 'start: "a"'}}),
+], ids=["json", "json_object", "regex", "choice", "grammar"])
+async def test_structured_outputs_go_upstream_as_response_format_or_vllms_field(server, constraint, expected):
+    backend = OpenAIBackend(server.base_url, "ok")
+    params = SamplingParams(max_tokens=8, structured_outputs=constraint)
+    for request in (BackendRequest("r1", params, messages=CHAT), BackendRequest("r2", params, prompt="q")):
+        await _collect(backend, request)
+    for sent in server.received:
+        assert {k: sent["body"][k] for k in expected} == expected
+        assert not {"response_format", "structured_outputs"} - set(expected) & set(sent["body"])
+    await backend.aclose()

@@ -9,6 +9,13 @@ cut before ``[DONE]`` -> ``BackendUnavailable``, bad JSON -> ``MalformedResponse
 Mid-stream continuation: completions get ``prompt + continuation``; chat requests get the partial
 answer as a final assistant message with ``continue_final_message=true`` and
 ``add_generation_prompt=false`` (vLLM's extension for continuing an assistant turn).
+
+Structured outputs go upstream in OpenAI's shape where it has one: a JSON schema as
+``response_format={"type": "json_schema", "json_schema": {"name": "response", "schema": ..., "strict": true}}``
+(OpenAI itself then wants ``additionalProperties: false`` on every object), ``json_object`` as
+``response_format={"type": "json_object"}``; a regex, a choice or a grammar as vLLM's
+``structured_outputs`` field (``{"regex": ...}``, ``{"choice": [...]}``, ``{"grammar": ...}``), which
+servers other than vLLM ignore or refuse.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from bastion.gateway.errors import (
     UpstreamServerError,
 )
 from bastion.gateway.types import BackendChunk, BackendHealth, BackendRequest
+from bastion.sampling.structured_params import StructuredOutputsParams
 
 # SamplingParams fields forwarded as-is under the same OpenAI name (others have no OpenAI equivalent).
 _FORWARDED = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -66,6 +74,19 @@ async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield "\n".join(data)
+
+
+def structured_output_fields(params: StructuredOutputsParams | None) -> dict[str, Any]:
+    """The request-body fields that carry a structured-output constraint upstream ({} for none)."""
+    if params is None:
+        return {}
+    if params.kind == "json":
+        return {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "response", "schema": params.schema, "strict": True}}}
+    if params.kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    value = list(params.choice or ()) if params.kind == "choice" else getattr(params, params.kind)
+    return {"structured_outputs": {params.kind: value}}
 
 
 def _status_error(status: int, body: str, response: httpx.Response) -> BackendError:
@@ -128,6 +149,7 @@ class OpenAIBackend:
         body.update({k: getattr(params, k) for k in _FORWARDED if getattr(params, k, None) is not None})
         if params.stop:
             body["stop"] = list(params.stop)
+        body.update(structured_output_fields(params.structured_outputs))
         if request.messages is None:
             body["prompt"] = (request.prompt or "") + request.continuation
             return "/completions", body

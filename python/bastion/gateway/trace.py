@@ -33,7 +33,8 @@ def attempt_outcome(error_class: str) -> str:
 
 
 def sampling_dict(params: SamplingParams) -> dict[str, Any]:
-    """SamplingParams as JSON-ready values (tuples become lists)."""
+    """SamplingParams as JSON-ready values (tuples become lists; ``structured_outputs`` a dict of its
+    fields, its schema as the caller gave it: a dict or its JSON text)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
 
 
