@@ -6,7 +6,8 @@ Two Gateways over one engine in one process, identical but for the audit log: "p
 user, prompt and output under per-subject keys). Both keep everything else of bench_gateway's
 "all checks on" (rate limiter, default guardrails, hooks, ``fsync="always"``). Rounds alternate
 plain/secured, then secured/plain, so drift in the machine's load hits both; the figures are the
-throughput loss of the medians (target <= 5 %) and the median of the rounds' paired losses.
+throughput loss of the medians (target <= 5 %), the median of the rounds' paired losses, and the
+paired loss in the process's CPU time per token (engine included; on a shared machine the steadiest).
 Afterwards both trails are verified (the secured one with the public key, every head); the
 writer's own cost per record is measured without the engine (``--records`` records of bench size,
 ``fsync="never"``) with the time to verify and prove; and the Gateway's CPU time per token with a
@@ -132,10 +133,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for gateway in gateways.values():
             await _gateway_round(gateway, prompts[:4], 4)  # first-call costs out of the figures
         rates: dict[str, list[float]] = {"plain": [], "secured": []}
+        cpu_per_token: dict[str, list[float]] = {"plain": [], "secured": []}
         tokens_seen: dict[str, int] = {}
         for r in range(args.rounds):
             for name in (("plain", "secured") if r % 2 == 0 else ("secured", "plain")):
+                cpu = time.process_time()
                 tokens, secs = await _gateway_round(gateways[name], prompts, args.max_tokens)
+                logs[name].flush()
+                cpu_per_token[name].append((time.process_time() - cpu) / tokens)
                 tokens_seen.setdefault(name, tokens)
                 if tokens != tokens_seen[name]:
                     raise RuntimeError(f"{name}: token counts differ between rounds ({tokens} vs {tokens_seen[name]})")
@@ -162,6 +167,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "paired_loss_pct": round(statistics.median(100.0 * (p - s) / p for p, s in zip(rates["plain"],
                                                                                         rates["secured"],
                                                                                         strict=True)), 2),
+        # the process's CPU time per token (engine included): far less sensitive to other load than wall time
+        "cpu_loss_pct": round(statistics.median(100.0 * (s - p) / p for p, s in zip(cpu_per_token["plain"],
+                                                                                     cpu_per_token["secured"],
+                                                                                     strict=True)), 2),
         "per_round_plain": [round(x, 1) for x in rates["plain"]],
         "per_round_secured": [round(x, 1) for x in rates["secured"]],
         "plain_records": plain.records, "plain_ok": plain.ok,
@@ -178,7 +187,8 @@ def print_summary(figures: dict[str, Any]) -> None:
     print(f"  Gateway, plain chain            : {figures['plain_tokens_per_s']:9.1f} tok/s")
     print(f"  Gateway, signed + encrypted     : {figures['secured_tokens_per_s']:9.1f} tok/s")
     print(f"  throughput loss                 : {figures['throughput_loss_pct']:6.2f} %  (target <= 5 %); median of "
-          f"the rounds' paired losses {figures['paired_loss_pct']:.2f} %")
+          f"the rounds' paired losses {figures['paired_loss_pct']:.2f} %; in CPU time per token "
+          f"{figures['cpu_loss_pct']:.2f} %")
     print(f"  trails verified                 : plain {figures['plain_records']} records ok={figures['plain_ok']}; "
           f"secured {figures['secured_records']} records, {figures['secured_heads']} heads ok={figures['secured_ok']}")
     print(f"  writer per record (wall / CPU)  : plain {figures['plain_writer_us_per_record']} / "

@@ -262,7 +262,7 @@ def test_key_problems_are_clear_errors_at_open(tmp_path, keys, monkeypatch):
     write_signed(path, 2, signing)
     with pytest.raises(AuditKeyError, match="is signed .* open it with signing_key="):
         AuditLog(path)  # never silently continued unsigned
-    with pytest.raises(AuditKeyError, match="not the trail's key"):
+    with pytest.raises(AuditKeyError, match="not the trail's key, or the heads log was altered"):
         AuditLog(path, signing_key=SigningKey.generate())
     monkeypatch.setenv("BASTION_TEST_KEY", signing.read_text())  # the PEM through the environment
     write_signed(path, 1, "env:BASTION_TEST_KEY")

@@ -78,7 +78,13 @@ class _Pending:
 
 
 class AuditLog:
-    """Append-only, hash-chained audit trail at ``path`` (``.jsonl``, ``.db`` or ``.sqlite``)."""
+    """Append-only, hash-chained audit trail at ``path`` (``.jsonl``, ``.db`` or ``.sqlite``).
+
+    ``signing_key`` (an Ed25519 private key, or its file / ``env:NAME``): keep the Merkle tree and
+    sign a tree head every ``head_every`` records or ``head_interval_s`` seconds and at close, each
+    handed to ``witness``. ``encryption``: seal personal content under per-subject keys
+    (``Encryption``). Without either it is the plain hash chain, as before.
+    """
 
     def __init__(
         self,
@@ -151,8 +157,10 @@ class AuditLog:
             if last is not None:
                 problem = last.head.verify(self._signing.verify_key)
                 if problem is not None:
-                    raise AuditKeyError(f"audit trail {self.path}: its last tree head is {problem}; the signing key "
-                                        f"given (key id {self._signing.key_id[:16]}...) is not the trail's key")
+                    raise AuditKeyError(f"audit trail {self.path}: its last tree head does not verify with the signing "
+                                        f"key given (key id {self._signing.key_id[:16]}...): {problem}; either "
+                                        "this is not the trail's key, or the heads log was altered (run: python -m "
+                                        "bastion audit verify)")
                 try:
                     start = last.compact_range()
                 except ValueError as e:

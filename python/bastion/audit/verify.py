@@ -177,6 +177,11 @@ def _consistency_problem(heads: _Heads) -> tuple[int, str] | None:
     return None
 
 
+def _span(first: int, last: int, one: str, many: str) -> str:
+    """"record seq 4 <one>" or "records seq 4..7 <many>"."""
+    return f"record seq {first} {one}" if first == last else f"records seq {first}..{last} {many}"
+
+
 def _records_problem(walk: _Walk, heads: _Heads) -> tuple[int, str] | None:
     """The first record that does not match the signed heads, or the truncation, as (seq, reason)."""
     for k, (have, signed) in enumerate(zip(walk.leaves, heads.leaves, strict=False)):
@@ -192,13 +197,13 @@ def _records_problem(walk: _Walk, heads: _Heads) -> tuple[int, str] | None:
             tree = tree or MerkleTree(walk.leaves)
             if tree.root(size) != entry.head.root_hash:
                 start = max(prev, len(heads.leaves))
-                return start, (f"records seq {start}..{size - 1} do not match the signed tree head of size {size} "
+                return start, (f"{_span(start, size - 1, 'does', 'do')} not match the signed tree head of size {size} "
                                f"(the heads log's leaf hashes were altered too, so the first changed one is not known)")
         prev = size
     last = heads.good[-1][1].head if heads.good else None
     if last is not None and walk.bad is None and walk.tail.next_seq < last.tree_size:
         n = walk.tail.next_seq
-        return n, (f"records seq {n}..{last.tree_size - 1} are missing: the trail ends before the signed tree head "
+        return n, (f"{_span(n, last.tree_size - 1, 'is', 'are')} missing: the trail ends before the signed tree head "
                    f"of size {last.tree_size} ({last.time}); records were cut off the end")
     return None
 
