@@ -89,3 +89,12 @@ def test_asdict_round_trips_through_json() -> None:
     rebuilt = SamplingParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in as_json.items()})
     assert rebuilt.structured_outputs == params.structured_outputs
     assert dataclasses.replace(params, max_tokens=3).structured_outputs == params.structured_outputs
+
+
+def test_params_with_a_constraint_hash() -> None:
+    """Frozen dataclasses hash their fields; a schema dict or a choice list would not, so the constraint
+    hashes by what it means."""
+    a = SamplingParams(structured_outputs={"json": {"type": "object"}})
+    b = SamplingParams(structured_outputs={"json": {"type": "object"}})
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert hash(StructuredOutputsParams(choice=["x"])) != hash(StructuredOutputsParams(regex="x"))

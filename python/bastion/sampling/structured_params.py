@@ -92,6 +92,10 @@ class StructuredOutputsParams:
         object.__setattr__(self, "choice", list(dict.fromkeys(choice)))  # a copy: the caller's list may change
         return _json.dumps(self.choice)
 
+    def __hash__(self) -> int:
+        """Hash of the constraint (its fields may be a dict or a list, which do not hash themselves)."""
+        return hash((self.kind, self.spec))
+
     @property
     def kind(self) -> StructuredKind:
         """Which field is set: "json", "regex", "choice", "grammar" or "json_object"."""
