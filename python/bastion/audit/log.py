@@ -41,12 +41,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit.config import Encryption
-from bastion.audit.heads import HeadEntry, HeadLog, SignedTreeHead, heads_path_for
+from bastion.audit.heads import SignedTreeHead, heads_path_for
 from bastion.audit.keys import AuditKeyError, KeySource, SigningKey, load_master_key, load_signing_key
 from bastion.audit.keystore import KeyStore, keystore_path_for
-from bastion.audit.merkle import CompactRange
 from bastion.audit.record import AuditRecord
 from bastion.audit.sealing import Sealer
+from bastion.audit.signer import HeadSigner
 from bastion.audit.sinks import AuditError, AuditSink, FsyncPolicy, open_sink
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,10 @@ class AuditLog:
         self.fsync: FsyncPolicy = fsync
         self._batch_size = batch_size
         self._batch_interval_s = batch_interval_s
-        self._head_every = head_every
-        self._head_interval_s = head_interval_s
-        self._witness = witness
         self._encryption = encryption
         self._signing = load_signing_key(signing_key) if signing_key is not None else None
-        self._heads: HeadLog | None = None
+        self._head_every, self._head_interval_s, self._witness = head_every, head_interval_s, witness
+        self._signer: HeadSigner | None = None
         self._keystore: KeyStore | None = None
         self._sealer: Sealer | None = None
         self._expired_on: str | None = None
@@ -125,7 +123,6 @@ class AuditLog:
         except BaseException:
             self._release()
             raise
-        self._last_head_at = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._failure: BaseException | None = None
@@ -151,26 +148,14 @@ class AuditLog:
             self._sealer = Sealer(self._keystore)
             self._expire_if_due()
         if self._signing is not None:
-            self._heads = HeadLog(heads_path_for(self.path))
-            start = CompactRange()
-            last = self._heads.last
-            if last is not None:
-                problem = last.head.verify(self._signing.verify_key)
-                if problem is not None:
-                    raise AuditKeyError(f"audit trail {self.path}: its last tree head does not verify with the signing "
-                                        f"key given (key id {self._signing.key_id[:16]}...): {problem}; either "
-                                        "this is not the trail's key, or the heads log was altered (run: python -m "
-                                        "bastion audit verify)")
-                try:
-                    start = last.compact_range()
-                except ValueError as e:
-                    raise AuditError(f"heads log {self._heads.path}: last head: {e}") from None
-            self._sink.track_tree(start)
+            self._signer = HeadSigner(self.path, self._signing, every=self._head_every,
+                                      interval_s=self._head_interval_s, witness=self._witness)
+            self._sink.track_tree(self._signer.resume())
 
     def _release(self) -> None:
         self._sink.close()
-        if self._heads is not None:
-            self._heads.close()
+        if self._signer is not None:
+            self._signer.close()
         if self._keystore is not None:
             self._keystore.close()
 
@@ -202,8 +187,7 @@ class AuditLog:
     @property
     def head(self) -> SignedTreeHead | None:
         """The latest signed tree head (None when unsigned, or none signed yet)."""
-        last = self._heads.last if self._heads is not None else None
-        return last.head if last is not None else None
+        return self._signer.head if self._signer is not None else None
 
     @property
     def key_id(self) -> str | None:
@@ -295,47 +279,21 @@ class AuditLog:
 
     def _timeout(self, waiting: list[_Pending], first_wait: float) -> float | None:
         """How long the writer may wait for the next record: the batch deadline, the head deadline."""
-        now = time.monotonic()
-        deadlines = []
-        if waiting:
-            deadlines.append(first_wait + self._batch_interval_s)
-        if self._unsigned() > 0:
-            deadlines.append(self._last_head_at + self._head_interval_s)
-        return max(0.0, min(deadlines) - now) if deadlines else None
-
-    def _unsigned(self) -> int:
-        """Records in the tree that no signed head covers yet."""
-        tree = self._sink.tree
-        if self._heads is None or tree is None:
-            return 0
-        return tree.size - (self._heads.last.head.tree_size if self._heads.last is not None else 0)
+        deadlines = [first_wait + self._batch_interval_s] if waiting else []
+        if self._signer is not None and self._sink.tree is not None:
+            head_due = self._signer.deadline(self._sink.tree)
+            deadlines += [head_due] if head_due is not None else []
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _maybe_sign(self, force: bool) -> None:
-        """Sign a head when ``head_every`` records or ``head_interval_s`` seconds are due (or ``force``)."""
-        unsigned = self._unsigned()
-        if (self._heads is None or self._signing is None or self._sink.tree is None or unsigned == 0
-                or self._failure is not None):
+        """Sign a tree head if one is due (``HeadSigner``); a head that cannot be written stops the trail."""
+        if self._signer is None or self._sink.tree is None or self._failure is not None:
             return
-        if not (force or unsigned >= self._head_every
-                or time.monotonic() - self._last_head_at >= self._head_interval_s):
-            return
-        tree, last = self._sink.tree, self._heads.last
-        timestamp = max(int(time.time() * 1000), last.head.timestamp_ms if last is not None else 0)
-        head = SignedTreeHead.sign(self._signing, tree.size, tree.root(), timestamp)
         try:
-            self._heads.append(HeadEntry(head, list(self._sink.leaves), tree.hashes))
+            self._signer.maybe_sign(self._sink.tree, self._sink.leaves, force)
         except Exception as e:  # the records are durable, but nothing signs them: stop accepting more
             log.error("audit log %s: writing a signed tree head failed (%s)", self.path, type(e).__name__)
             self._failure = e
-            return
-        self._sink.leaves.clear()
-        self._last_head_at = time.monotonic()
-        if self._witness is not None:
-            try:
-                self._witness(head)
-            except Exception as e:  # a witness that is down must not stop the trail; it is told next time
-                log.warning("audit log %s: witness hook failed on tree head %d (%s: %s)", self.path,
-                            head.tree_size, type(e).__name__, e)
 
     def _take_group(self, timeout: float | None) -> tuple[list[_Pending], bool]:
         """Wait up to ``timeout`` for one item, then drain what is already queued."""
