@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ class Call:
     messages: list[Message] | None
     priority: int
     stream: bool
+    route: list[str] | None = None  # backends to try, in order; None: the Gateway's router decides
 
     @property
     def operation(self) -> str:
@@ -82,9 +83,23 @@ def _check_identity(name: str, value: object) -> str | None:
     return value
 
 
+def _check_route(route: object, known: Sequence[str]) -> list[str] | None:
+    if route is None:
+        return None
+    if isinstance(route, str) or not isinstance(route, Sequence) or not all(isinstance(n, str) for n in route):
+        raise TypeError(f"backends must be a list of backend names or None, got {route!r}")
+    unknown = [n for n in route if n not in known]
+    if unknown or not route:
+        raise ValueError(f"backends names unknown backend(s) {unknown}; known: {list(known)}")
+    return list(route)
+
+
 def build_call(prompt_or_messages: object, params: object, *, user: object, tenant: object, metadata: object,
-               request_id: object, priority: object, stream: bool) -> Call:
+               request_id: object, priority: object, stream: bool, route: object = None,
+               known_backends: Sequence[str] = ()) -> Call:
     """Validate everything a caller passed; raise ``ValueError``/``TypeError`` naming the bad argument.
+
+    ``route`` (the caller's ``backends``) must name backends among ``known_backends``.
 
     The arguments are typed ``object``: they come straight from the caller, unchecked until here.
     """
@@ -113,6 +128,6 @@ def build_call(prompt_or_messages: object, params: object, *, user: object, tena
     trace = RequestTrace(request_id=rid, user=_check_identity("user", user),
                          tenant=_check_identity("tenant", tenant), metadata=json_metadata,
                          sampling=sampling_dict(sampling_params))
-    call = Call(trace, sampling_params, prompt, messages, priority, stream)
+    call = Call(trace, sampling_params, prompt, messages, priority, stream, _check_route(route, known_backends))
     trace.prompt_text = call.input_text()
     return call

@@ -65,7 +65,7 @@ class Failover:
 
         Raises ``AllBackendsFailed`` when no backend served it (and none blocked its output).
         """
-        order = self.router.order()
+        order = call.route if call.route is not None else self.router.order()
         for name in order:
             async with aclosing(self._on_backend(call, name, order)) as deltas:
                 async for delta in deltas:

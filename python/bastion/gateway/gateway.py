@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -128,12 +128,12 @@ class Gateway:
     async def generate(self, prompt_or_messages: str | list[Message], params: ParamsLike = None, *,
                        user: str | None = None, tenant: str | None = None,
                        metadata: dict[str, Any] | None = None, request_id: str | None = None,
-                       priority: int = 0) -> GatewayResult:
-        """Serve one request and return the whole answer (see ``stream`` for what is raised)."""
+                       priority: int = 0, backends: Sequence[str] | None = None) -> GatewayResult:
+        """Serve one request and return the whole answer (see ``stream`` for what is raised and ``backends``)."""
         result = GatewayResult(text="")
         parts: list[str] = []
         async for delta in self._run(prompt_or_messages, params, user, tenant, metadata, request_id,
-                                     priority, stream=False):
+                                     priority, backends, stream=False):
             parts.append(delta.text)
             result.token_ids.extend(delta.token_ids)
             if delta.logprobs is not None:  # None until some backend gives logprobs
@@ -150,14 +150,19 @@ class Gateway:
 
     def stream(self, prompt_or_messages: str | list[Message], params: ParamsLike = None, *,
                user: str | None = None, tenant: str | None = None, metadata: dict[str, Any] | None = None,
-               request_id: str | None = None, priority: int = 0) -> AsyncGenerator[GatewayDelta, None]:
+               request_id: str | None = None, priority: int = 0,
+               backends: Sequence[str] | None = None) -> AsyncGenerator[GatewayDelta, None]:
         """Serve one request as an async generator of ``GatewayDelta`` (``aclose`` it to stop early).
+
+        ``backends`` (names) replaces the route for this request: only these, in this order (a pipeline
+        step pinned to one backend passes one name and falls back by its own policy).
 
         Raises ``RateLimited``, ``GuardrailViolation`` (input refused), ``AllBackendsFailed``, or
         ``ValueError``/``TypeError`` naming a bad argument. A blocked *output* is not an error: the
         last delta carries ``finish_reason="content_filter"`` and the ``refusal`` message.
         """
-        return self._run(prompt_or_messages, params, user, tenant, metadata, request_id, priority, stream=True)
+        return self._run(prompt_or_messages, params, user, tenant, metadata, request_id, priority, backends,
+                         stream=True)
 
     async def aclose(self) -> None:
         """Cancel shadow requests and close the audit log if the Gateway opened it."""
@@ -169,10 +174,11 @@ class Gateway:
     # ------------------------------------------------------------------ one request
     async def _run(self, prompt_or_messages: str | list[Message], params: ParamsLike, user: str | None,
                    tenant: str | None, metadata: dict[str, Any] | None, request_id: str | None, priority: int,
-                   *, stream: bool) -> AsyncGenerator[GatewayDelta, None]:
+                   route: Sequence[str] | None, *, stream: bool) -> AsyncGenerator[GatewayDelta, None]:
         try:
             call = build_call(prompt_or_messages, params, user=user, tenant=tenant, metadata=metadata,
-                              request_id=request_id, priority=priority, stream=stream)
+                              request_id=request_id, priority=priority, stream=stream, route=route,
+                              known_backends=list(self.backends))
         except (TypeError, ValueError) as e:
             trace = RequestTrace(request_id=request_id if isinstance(request_id, str) else "invalid")
             trace.fail("failed", e)
@@ -219,7 +225,7 @@ class Gateway:
                 await self._await_ack(ack)
 
     def _reserve(self, call: Call) -> Reservation | None:
-        first = self.backends[self.router.names[0]]
+        first = self.backends[call.route[0] if call.route else self.router.names[0]]
         call.trace.prompt_tokens = count_tokens(first, call.input_text())
         if self.rate_limiter is None:
             return None
