@@ -88,3 +88,12 @@ async def test_gateway_route_pins_a_backend(audit_log):
     assert result.backend == "b" and not a.requests
     with pytest.raises(ValueError, match="unknown backend"):
         await gateway.generate("hi", backends=["c"])
+
+
+def test_run_sync_without_a_running_loop():
+    async def double(x: int) -> int:
+        return 2 * x
+
+    result = Pipeline("sync", [FunctionStep("d", double), FunctionStep("s", lambda d: d + 1)]).run_sync({"x": 4})
+    assert result.status == "completed" and result.outputs == {"d": 8, "s": 9}
+    assert "(run)" in result.latency_table()
