@@ -66,7 +66,9 @@ def reshape_and_cache(
 ) -> None:
     """Write ``key/value [T, Hkv, D]`` into the caches at flat slots ``slot_mapping [T]`` (-1 = skip)."""
     check_reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
-    resolve("reshape_and_cache", backend, k_cache)(key, value, k_cache, v_cache, slot_mapping)
+    # resolved by the rows written, not the cache: fp32 rows into the CPU's default fp16 cache are the
+    # C++ kernel's (resolving by the cache's dtype sent them to the torch reference)
+    resolve("reshape_and_cache", backend, key)(key, value, k_cache, v_cache, slot_mapping)
 
 
 def rms_norm(

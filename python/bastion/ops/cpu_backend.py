@@ -41,13 +41,7 @@ def num_threads() -> int:
 
 
 def supports(op: str, dtype: torch.dtype) -> bool:
-    """Whether ``backend="auto"`` should pick this backend for ``op`` on CPU tensors of ``dtype``.
-
-    The KV write is resolved by its cache's dtype: the C++ kernel writes fp16 caches too (the CPU's
-    default KV dtype), so those must not fall back to the torch reference.
-    """
-    if op == "reshape_and_cache":
-        return dtype in (torch.float32, torch.float16)
+    """Whether ``backend="auto"`` should pick this backend for ``op`` on CPU tensors of ``dtype``."""
     return dtype == torch.float32 and op in _FASTER_THAN_TORCH
 
 
