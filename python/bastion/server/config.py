@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from bastion.audit.config import AuditConfig
 from bastion.config import Settings
 
 
@@ -48,6 +49,15 @@ class ServerConfig(Settings):
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key signing job-completion webhooks")
     webhook_timeout_s: float = Field(10.0, gt=0, description="how long one webhook POST may take")
     audit_path: str | None = Field(None, description="audit trail (.jsonl, .db or .sqlite); None = no trail")
+    audit_fsync: Literal["always", "batch", "never"] = Field("always", description="when a record counts as durable")
+    audit_signing_key: str | None = Field(None, description="Ed25519 private key (file or env:NAME): signed tree "
+                                                            "heads in AUDIT_PATH.heads")
+    audit_head_every: int = Field(1000, ge=1, description="sign a tree head every N records")
+    audit_head_interval_s: float = Field(60.0, gt=0, description="... or every T seconds")
+    audit_master_key: str | None = Field(None, description="32-byte master key (file or env:NAME): personal content "
+                                                           "sealed per subject, erasable")
+    audit_keystore: str | None = Field(None, description="subject key store (default AUDIT_PATH.keys)")
+    audit_retention_days: int | None = Field(None, ge=0, description="content older than this becomes unreadable")
     first_token_timeout_s: float | None = Field(None, gt=0, description="no first token in time: 504")
     request_timeout_s: float | None = Field(None, gt=0, description="a request running longer: 504")
     requests_per_minute: float | None = Field(None, gt=0, description="per-tenant request rate limit")
@@ -56,6 +66,15 @@ class ServerConfig(Settings):
                                                                       "none, or bastion's default pipeline")
     log_level: str = Field("info", description="Python log level of the service")
     access_log: bool = Field(True, description="one structured JSON line per HTTP request")
+
+    def audit_config(self) -> AuditConfig | None:
+        """The audit trail's settings (None without ``audit_path``); keys are loaded when it is opened."""
+        if self.audit_path is None:
+            return None
+        return AuditConfig(path=self.audit_path, fsync=self.audit_fsync, signing_key=self.audit_signing_key,
+                           head_every=self.audit_head_every, head_interval_s=self.audit_head_interval_s,
+                           master_key=self.audit_master_key, keystore=self.audit_keystore,
+                           retention_days=self.audit_retention_days)
 
     def check_bind(self, has_keys: bool) -> None:
         """Refuse to serve beyond loopback without keys unless ``insecure_no_auth`` says so."""

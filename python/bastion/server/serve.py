@@ -86,8 +86,9 @@ def configs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return server, engine
 
 
-def gateway_builder(server: Any, engine_kwargs: dict[str, Any], registry: Any) -> Any:
-    """A function building the engine and the Gateway the service runs on (called at startup)."""
+def gateway_builder(server: Any, engine_kwargs: dict[str, Any], registry: Any, audit: Any = None) -> Any:
+    """A function building the engine and the Gateway the service runs on (called at startup) over
+    ``audit``, the AuditLog already opened (so a bad audit key stopped the command before the port was bound)."""
 
     def build() -> Any:
         from bastion import AsyncLLM, Gateway
@@ -105,7 +106,7 @@ def gateway_builder(server: Any, engine_kwargs: dict[str, Any], registry: Any) -
             from bastion.resilience.guardrails import default_pipeline
 
             guardrails = default_pipeline()
-        return Gateway({"local": engine}, audit=server.audit_path, rate_limiter=limiter, timeouts=timeouts,
+        return Gateway({"local": engine}, audit=audit, rate_limiter=limiter, timeouts=timeouts,
                        guardrails=guardrails, telemetry=Telemetry(registry=registry))
 
     return build
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code."""
     import uvicorn
 
+    from bastion.audit.sinks import AuditError
     from bastion.server.app import build_app, drain
 
     try:
@@ -122,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
         import prometheus_client
 
         registry = prometheus_client.CollectorRegistry()
-        app = build_app(gateway_builder(server, engine_kwargs, registry), config=server, registry=registry)
-    except (ValueError, OSError) as exc:
+        audit_config = server.audit_config()
+        audit = audit_config.open() if audit_config is not None else None
+        app = build_app(gateway_builder(server, engine_kwargs, registry, audit), config=server, registry=registry)
+    except (ValueError, OSError, AuditError) as exc:
         print(f"python -m bastion serve: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=server.log_level.upper(), format="%(message)s", stream=sys.stderr)
