@@ -59,8 +59,9 @@ def _run_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m bastion``."""
+def build_parser(serve_flags: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m bastion``. ``serve_flags``: give ``serve`` its flags, which come
+    from the settings models and import the engine (torch): only when ``serve`` is what runs."""
     from bastion.cli_audit import add_audit_parser
 
     parser = argparse.ArgumentParser(prog="python -m bastion", description=__doc__)
@@ -72,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", nargs="+", help="the user message (several words are joined)")
     _add_engine_args(chat)
     add_audit_parser(sub)
+    serve_help = 'run the OpenAI-compatible HTTP service (pip install "bastion[server]")'
     try:
+        if not serve_flags:
+            raise ImportError
         from bastion.server.serve import build_parser as add_serve_parser
-    except ImportError:  # the server extra is not installed: `serve` says how to get it
-        sub.add_parser("serve", help='run the HTTP service (needs: pip install "bastion[server]")')
+    except ImportError:  # another command runs, or the server extra is not installed (then `serve` says so)
+        sub.add_parser("serve", help=serve_help, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     else:
         add_serve_parser(sub)
     return parser
@@ -83,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser(serve_flags=bool(given) and given[0] == "serve").parse_args(argv)
     if args.command == "serve":
         try:
             from bastion.server.serve import run as serve
