@@ -210,9 +210,9 @@ def build_app(gateway: Gateway | Callable[[], Gateway], *, config: ServerConfig 
                   description="OpenAI-compatible inference over bastion's Gateway: completions, chat, jobs.")
     app.state.bastion = state
     install_error_handlers(app)
-    from bastion.server import jobs_routes, openai_routes, ops_routes
+    from bastion.server import jobs_routes, openai_routes, ops_routes, pipelines_routes
 
-    for module in (openai_routes, jobs_routes, ops_routes):
+    for module in (openai_routes, jobs_routes, pipelines_routes, ops_routes):
         app.include_router(module.router)
     app.add_middleware(ServiceMiddleware, state=state)
     return app
@@ -235,6 +235,7 @@ async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -
         state.engine = engine
         state.model_name = state.config.served_model_name or (model_id(engine) if engine is not None else "bastion")
         state.jobs = JobManager(state.config.job_store, resume=lambda job: job_runner(state, job))
+        state.pipelines = _pipelines(state.config, ready)
         state.gateway = ready
         hook = completion_hook(state)
         resumed = await state.jobs.resume_pending(on_complete=hook)
@@ -246,6 +247,16 @@ async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -
     except BaseException as e:
         state.load_error = e
         log.exception("the service could not start")
+
+
+def _pipelines(config: ServerConfig, gateway: Gateway) -> Any:
+    """The registry of the YAML pipelines ``config.pipelines`` names, run over ``gateway`` (None without any)."""
+    if not config.pipelines:
+        return None
+    from bastion.pipeline import Pipeline, PipelineRegistry
+
+    files = [f.strip() for f in config.pipelines.split(",") if f.strip()]
+    return PipelineRegistry(gateway, pipelines={p.name: p for p in (Pipeline.from_yaml(f) for f in files)})
 
 
 async def drain(state: ServerState, timeout_s: float) -> int:

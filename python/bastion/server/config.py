@@ -62,6 +62,8 @@ class ServerConfig(Settings):
     request_timeout_s: float | None = Field(None, gt=0, description="a request running longer: 504")
     requests_per_minute: float | None = Field(None, gt=0, description="per-tenant request rate limit")
     tokens_per_minute: float | None = Field(None, gt=0, description="per-tenant token rate limit")
+    pipelines: str | None = Field(None, description="','-separated YAML files, one pipeline each, served at "
+                                                    "POST /v1/pipelines/{name}/runs (needs bastion[pipeline])")
     guardrails: Literal["none", "default"] = Field("none", description="input/output guardrails of the Gateway: "
                                                                       "none, or bastion's default pipeline")
     log_level: str = Field("info", description="Python log level of the service")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bastion.engine.jobs import JobManager
     from bastion.gateway.gateway import Gateway
     from bastion.model.tokenizer import Tokenizer
+    from bastion.pipeline import PipelineRegistry
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ServerState:
     gateway: Gateway | None = None
     engine: AsyncLLM | None = None  # the local engine behind the Gateway, when there is one
     jobs: JobManager | None = None
+    pipelines: PipelineRegistry | None = None  # the named pipelines of POST /v1/pipelines/{name}/runs
     model_name: str = "bastion"
     created: int = field(default_factory=lambda: int(time.time()))
     load_error: BaseException | None = None
