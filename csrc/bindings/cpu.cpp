@@ -29,8 +29,16 @@ T* as_ptr(std::uintptr_t address) {
 }
 
 bastion::cpu::ActivationBits as_bits(int bits) {
-  if (bits != 32 && bits != 16) throw std::invalid_argument("activation_bits must be 32 or 16");
+  if (bits != 32 && bits != 16 && bits != 8) throw std::invalid_argument("activation_bits must be 32, 16 or 8");
   return static_cast<bastion::cpu::ActivationBits>(bits);
+}
+
+bastion::cpu::QuantIsa as_isa(const std::string& name) {
+  bastion::cpu::QuantIsa isa;
+  if (!bastion::cpu::parse_quant_isa(name.c_str(), isa)) {
+    throw std::invalid_argument("quant isa must be auto, avx2, avxvnni or avx512vnni, got " + name);
+  }
+  return isa;
 }
 
 // ([(blocks, ggml type, rows), ...], cols, bias or 0) -> a quantized linear layer of the decoder program
@@ -166,7 +174,7 @@ void bastion_bindings::bind_cpu(py::module_& m) {
   sub.def(
       "quant_matmul",
       [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, int64_t M, int64_t N, int64_t K, int ggml_type,
-         int threads, int activation_bits, int64_t ldy) {
+         int threads, int activation_bits, int64_t ldy, const std::string& isa) {
         const auto type = static_cast<cpu::QuantType>(ggml_type);
         const int values = cpu::quant_block_values(type);
         if (values == 0) throw std::invalid_argument("quant_matmul: unsupported ggml type");
@@ -176,13 +184,33 @@ void bastion_bindings::bind_cpu(py::module_& m) {
         }
         if (ldy != 0 && ldy < N) throw std::invalid_argument("quant_matmul: ldy must be 0 or >= N");
         const cpu::ActivationBits bits = as_bits(activation_bits);
+        const cpu::QuantIsa chosen = as_isa(isa);
+        if (!cpu::quant_isa_supported(chosen)) throw std::invalid_argument("quant_matmul: this CPU cannot run " + isa);
         py::gil_scoped_release release;
         cpu::quant_matmul(as_ptr<const float>(x), as_ptr<const uint8_t>(w), as_ptr<float>(y), M, N, K, type, threads,
-                          bits, ldy);
+                          bits, ldy, chosen);
       },
+      py::arg("x"), py::arg("w"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("ggml_type"),
+      py::arg("threads"), py::arg("activation_bits"), py::arg("ldy"), py::pos_only(), py::arg("isa") = "auto",
       "y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks (ggml types 2 Q4_0, 3 Q4_1, 6 Q5_0, "
       "7 Q5_1, 8 Q8_0, 10 Q2_K, 11 Q3_K, 12 Q4_K, 13 Q5_K, 14 Q6_K); y rows are ldy apart (0 = N);\n"
-      "activation_bits 16 rounds x per 32 values to int16 first (integer dot products); 32 keeps fp32.");
+      "activation_bits 16 / 8 round x per 32 values to int16 / int8 first (integer dot products); 32 keeps fp32.\n"
+      "isa: the instruction set of the integer paths (\"auto\" = quant_isa()).");
+  sub.def(
+      "quant_isa", []() { return std::string(cpu::quant_isa_name(cpu::active_quant_isa())); },
+      "The instruction set quant_matmul's integer paths use now: avx2, avxvnni or avx512vnni.");
+  sub.def(
+      "detected_quant_isa", []() { return std::string(cpu::quant_isa_name(cpu::detected_quant_isa())); },
+      "The best instruction set of quant_matmul's integer paths this CPU runs.");
+  sub.def(
+      "set_quant_isa",
+      [](const std::string& name) {
+        const std::string previous = cpu::quant_isa_name(cpu::active_quant_isa());
+        if (!cpu::set_quant_isa(as_isa(name))) throw std::invalid_argument("set_quant_isa: this CPU cannot run " + name);
+        return previous;
+      },
+      "Force the instruction set of quant_matmul and the decoder program for the whole process (tests, benchmarks);\n"
+      "\"auto\" goes back to BASTION_QUANT_ISA or the detected one. Returns the previous active one.");
   sub.def(
       "dequantize_rows",
       [](std::uintptr_t w, int ggml_type, int64_t K, std::uintptr_t rows, int64_t first, int64_t num_rows,

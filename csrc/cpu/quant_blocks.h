@@ -91,7 +91,12 @@ inline void k_scale_min(const uint8_t* sc, int j, int& scale, int& min) {
 
 // Format<T>: kSubs sub-blocks of 32 per block; scales() decodes a block's scales once, quants()
 // one sub-block's q into SubBlock::lo/hi. kTwoScales: a scale (and offset) per 16 weights;
-// kOffsets: some offset is nonzero (the int16 kernel then needs the activations' sums).
+// kOffsets: some offset is nonzero (the integer kernels then need the activations' sums).
+// For the int8 kernels (quant_i8_kernel.inc) every format also reads as unsigned bytes: u8(block, j)
+// is sub-block j's 32 values u (0..255, element order) and q = u - kBias, so that
+// w = scale * (u - kBias) + offset; u8 x s8 dot products (VNNI vpdpbusd, AVX2 maddubs) then fold
+// kBias into an integer term of the activations' sums. kSigned: the raw bytes are int8 (Q8_0), u8
+// flips their sign bit.
 template <QuantType T>
 struct Format;
 
@@ -99,12 +104,19 @@ template <>
 struct Format<QuantType::kQ4_0> {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
-  static constexpr bool kOffsets = true;
+  static constexpr bool kOffsets = false;
+  static constexpr int kBias = 8;
+  static constexpr bool kSigned = false;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
-    s.offset[0] = -8.0f * s.scale[0];
+    s.offset[0] = 0.0f;
   }
-  static void quants(const uint8_t* b, int, SubBlock& s) { split_nibbles16(b + 2, s); }
+  static void quants(const uint8_t* b, int, SubBlock& s) {
+    split_nibbles16(b + 2, s);
+    s.lo = _mm256_sub_epi16(s.lo, _mm256_set1_epi16(kBias));
+    s.hi = _mm256_sub_epi16(s.hi, _mm256_set1_epi16(kBias));
+  }
+  static __m256i u8(const uint8_t* b, int) { return nibbles32(b + 2); }
 };
 
 template <>
@@ -112,22 +124,26 @@ struct Format<QuantType::kQ4_1> {  // fp16 d, fp16 m, 16 bytes of nibbles: w = d
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
   static constexpr bool kOffsets = true;
+  static constexpr int kBias = 0;
+  static constexpr bool kSigned = false;
   static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
   static void quants(const uint8_t* b, int, SubBlock& s) { split_nibbles16(b + 4, s); }
+  static __m256i u8(const uint8_t* b, int) { return nibbles32(b + 4); }
 };
 
 template <>
 struct Format<QuantType::kQ5_0> {  // fp16 d, 32 high bits, 16 bytes of nibbles: w = d * (q - 16), q 5-bit
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
-  static constexpr bool kOffsets = true;
+  static constexpr bool kOffsets = false;
+  static constexpr int kBias = 16;
+  static constexpr bool kSigned = false;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
-    s.offset[0] = -16.0f * s.scale[0];
+    s.offset[0] = 0.0f;
   }
-  static void quants(const uint8_t* b, int, SubBlock& s) {
-    widen32(_mm256_or_si256(nibbles32(b + 6), fifth_bits(b + 2)), 0, s);
-  }
+  static __m256i u8(const uint8_t* b, int) { return _mm256_or_si256(nibbles32(b + 6), fifth_bits(b + 2)); }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -135,10 +151,11 @@ struct Format<QuantType::kQ5_1> {  // fp16 d, fp16 m, 32 high bits, 16 bytes of 
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
   static constexpr bool kOffsets = true;
+  static constexpr int kBias = 0;
+  static constexpr bool kSigned = false;
   static void scales(const uint8_t* b, Scales<1>& s) { two_halves_to_float(b, s.scale[0], s.offset[0]); }
-  static void quants(const uint8_t* b, int, SubBlock& s) {
-    widen32(_mm256_or_si256(nibbles32(b + 8), fifth_bits(b + 4)), 0, s);
-  }
+  static __m256i u8(const uint8_t* b, int) { return _mm256_or_si256(nibbles32(b + 8), fifth_bits(b + 4)); }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -146,6 +163,8 @@ struct Format<QuantType::kQ8_0> {  // fp16 d, 32 int8: w = d * q
   static constexpr int kSubs = 1;
   static constexpr bool kTwoScales = false;
   static constexpr bool kOffsets = false;
+  static constexpr int kBias = 128;
+  static constexpr bool kSigned = true;
   static void scales(const uint8_t* b, Scales<1>& s) {
     s.scale[0] = half_to_float(b);
     s.offset[0] = 0.0f;
@@ -154,6 +173,7 @@ struct Format<QuantType::kQ8_0> {  // fp16 d, 32 int8: w = d * q
     s.lo = _mm256_cvtepi8_epi16(load16(b + 2));
     s.hi = _mm256_cvtepi8_epi16(load16(b + 18));
   }
+  static __m256i u8(const uint8_t* b, int) { return _mm256_xor_si256(load32(b + 2), _mm256_set1_epi8(-128)); }
 };
 
 template <>
@@ -171,10 +191,13 @@ struct Format<QuantType::kQ4_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes o
       s.offset[j] = -dmin * static_cast<float>(min);
     }
   }
-  static void quants(const uint8_t* b, int j, SubBlock& s) {
+  static constexpr int kBias = 0;
+  static constexpr bool kSigned = false;
+  static __m256i u8(const uint8_t* b, int j) {
     const __m256i bytes = load32(b + 16 + 32 * (j / 2));  // sub-blocks 2g and 2g + 1 share 32 bytes
-    widen32(_mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(0x0F)), 0, s);
+    return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(0x0F));
   }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -190,14 +213,17 @@ struct Format<QuantType::kQ6_K> {  // 256 weights: 128 bytes low nibbles, 64 of 
       s.offset[j] = s.offset_hi[j] = 0.0f;
     }
   }
-  static void quants(const uint8_t* b, int j, SubBlock& s) {
+  static constexpr int kBias = 32;
+  static constexpr bool kSigned = false;
+  static __m256i u8(const uint8_t* b, int j) {
     const int half = j / 4, part = j % 4;
     const __m256i low = load32(b + 64 * half + 32 * (part % 2));
     const __m256i nibbles = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), _mm256_set1_epi8(0x0F));
     const __m256i high = _mm256_and_si256(_mm256_srl_epi16(load32(b + 128 + 32 * half), _mm_cvtsi32_si128(2 * part)),
                                           _mm256_set1_epi8(0x03));
-    widen32(_mm256_or_si256(nibbles, _mm256_slli_epi16(high, 4)), 32, s);
+    return _mm256_or_si256(nibbles, _mm256_slli_epi16(high, 4));
   }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -215,9 +241,12 @@ struct Format<QuantType::kQ2_K> {  // 256 weights: 16 bytes of 4-bit scale|min, 
       s.offset_hi[j] = -dmin * static_cast<float>(b[2 * j + 1] >> 4);
     }
   }
-  static void quants(const uint8_t* b, int j, SubBlock& s) {  // sub-block j: bits 2(j%4) of 32 bytes
-    widen32(bits_at(load32(b + 16 + 32 * (j / 4)), 2 * (j % 4), 0x03), 0, s);
+  static constexpr int kBias = 0;
+  static constexpr bool kSigned = false;
+  static __m256i u8(const uint8_t* b, int j) {  // sub-block j: bits 2(j%4) of 32 bytes
+    return bits_at(load32(b + 16 + 32 * (j / 4)), 2 * (j % 4), 0x03);
   }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -238,11 +267,14 @@ struct Format<QuantType::kQ3_K> {  // 256 weights: 32 bytes of high bits, 64 of 
       s.offset[j] = s.offset_hi[j] = 0.0f;
     }
   }
-  static void quants(const uint8_t* b, int j, SubBlock& s) {  // q = low 2 bits | high bit << 2, minus 4
+  static constexpr int kBias = 4;
+  static constexpr bool kSigned = false;
+  static __m256i u8(const uint8_t* b, int j) {  // q = low 2 bits | high bit << 2, minus 4
     const __m256i low = bits_at(load32(b + 32 + 32 * (j / 4)), 2 * (j % 4), 0x03);
     const __m256i high = bits_at(load32(b), j, 0x01);
-    widen32(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), 4, s);
+    return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
   }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 template <>
@@ -250,12 +282,15 @@ struct Format<QuantType::kQ5_K> {  // 256 weights: fp16 d, fp16 dmin, 12 bytes o
   static constexpr int kSubs = 8;
   static constexpr bool kTwoScales = false;
   static constexpr bool kOffsets = true;
+  static constexpr int kBias = 0;
+  static constexpr bool kSigned = false;
   static void scales(const uint8_t* b, Scales<8>& s) { Format<QuantType::kQ4_K>::scales(b, s); }
-  static void quants(const uint8_t* b, int j, SubBlock& s) {
+  static __m256i u8(const uint8_t* b, int j) {
     const __m256i nibbles = bits_at(load32(b + 48 + 32 * (j / 2)), 4 * (j % 2), 0x0F);
     const __m256i fifth = bits_at(load32(b + 16), j, 0x01);
-    widen32(_mm256_or_si256(nibbles, _mm256_slli_epi16(fifth, 4)), 0, s);
+    return _mm256_or_si256(nibbles, _mm256_slli_epi16(fifth, 4));
   }
+  static void quants(const uint8_t* b, int j, SubBlock& s) { widen32(u8(b, j), kBias, s); }
 };
 
 }  // namespace bastion::cpu::blocks

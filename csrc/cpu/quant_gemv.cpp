@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/quant_blocks.h"
+#include "cpu/quant_i8.h"
 
 namespace bastion::cpu {
 
@@ -273,10 +274,17 @@ void quantize_activations(const float* x, int64_t n, Q16Block* out) {
 }
 
 void quant_matmul(const float* x, const uint8_t* w, float* y, int64_t M, int64_t N, int64_t K, QuantType type,
-                  int num_threads, ActivationBits bits, int64_t ldy) {
+                  int num_threads, ActivationBits bits, int64_t ldy, QuantIsa isa) {
   if (ldy <= 0) ldy = N;
+  if (M <= 0 || N <= 0) return;
   if (bits == ActivationBits::k32) {
     dispatch<float>(x, K, w, y, ldy, M, N, K, type, num_threads);
+    return;
+  }
+  if (isa == QuantIsa::kAuto) isa = active_quant_isa();
+  const int planes = bits == ActivationBits::k8 ? 1 : 2;
+  if (i8::runs(isa, planes)) {
+    i8::matmul(x, w, y, M, N, K, type, num_threads, planes, ldy, isa);
     return;
   }
   // the rounded rows are small (M * K / 32 blocks of 72 bytes): one buffer per calling thread, grown once

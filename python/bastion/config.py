@@ -66,8 +66,11 @@ class EngineConfig(Settings):
         "none", description="CPU fp32: also round weights the model file stores unquantized (HF directories, "
                             "F16/BF16/F32 GGUFs) to these GGUF blocks, so small steps run on the block path")
     activation_bits: Literal[16, 32] = Field(
-        16, description="small CPU steps on GGUF blocks round activations to int16 per 32 values (GEMVs 1.3x "
-                        "faster, ~2e-5 relative error per matmul); 32 keeps the exact fp32 math")
+        16, description="CPU steps on the GGUF block kernel (block_kernel_max_tokens) round activations to int16 "
+                        "per 32 values, ~2e-5 relative error per matmul, for integer dot products (AVX-512 VNNI / "
+                        "AVX-VNNI where the CPU has them: 2-3.5x the AVX2 int16 rate); 32 keeps the exact fp32 "
+                        "math. int8 (llama.cpp's Q8_0 activations) is not offered: it changes SmolLM2's greedy "
+                        "answers")
     gemm_dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="CPU: dtype of the GEMM big steps (prefill, batches of more than 8 requests under "
                                "bfloat16) run on dequantized weight panels; bfloat16 is 3-4x faster where the CPU "

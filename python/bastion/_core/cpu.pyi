@@ -121,14 +121,26 @@ def quant_matmul(
     activation_bits: int,
     ldy: int,
     /,
+    isa: str = "auto",
 ) -> None:
     """y[M, N] = x[M, K] @ W^T for fp32 x/y and W rows of GGUF blocks.
 
     ggml types 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 10 Q2_K, 11 Q3_K, 12 Q4_K, 13 Q5_K, 14 Q6_K;
-    y rows are ldy apart (0 = N); activation_bits 16 rounds x per 32 values to int16 first (integer
-    dot products), 32 keeps fp32. ValueError for an unsupported type, K not a multiple of the type's
-    block, or 0 < ldy < N.
+    y rows are ldy apart (0 = N); activation_bits 16 / 8 round x per 32 values to int16 / int8 first
+    (integer dot products), 32 keeps fp32. ``isa`` picks the integer paths' instruction set ("auto" =
+    ``quant_isa()``, "avx2", "avxvnni", "avx512vnni"). ValueError for an unsupported type, K not a
+    multiple of the type's block, 0 < ldy < N, or an isa this CPU cannot run.
     """
+
+def quant_isa() -> str:
+    """The instruction set quant_matmul's integer paths use now: avx2, avxvnni or avx512vnni."""
+
+def detected_quant_isa() -> str:
+    """The best instruction set of quant_matmul's integer paths this CPU runs."""
+
+def set_quant_isa(name: str, /) -> str:
+    """Force the instruction set of quant_matmul and the decoder program for the whole process (tests,
+    benchmarks); "auto" goes back to BASTION_QUANT_ISA or the detected one. Returns the previous active one."""
 
 def dequantize_rows(
     w: int,
@@ -190,7 +202,7 @@ class DecoderProgram:
         activation_bits: int,
         kv_fp16: bool = False,
     ) -> None:
-        """``final_norm``: the final RMSNorm weight (pointer); ``activation_bits``: 32 or 16."""
+        """``final_norm``: the final RMSNorm weight (pointer); ``activation_bits``: 32, 16 or 8."""
     def add_layer(
         self,
         input_norm: int,

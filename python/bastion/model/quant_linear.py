@@ -4,18 +4,23 @@ A weight is one or more ``QuantPart``s stacked along the output rows (a fused QK
 q and k in Q4_K, v in Q6_K), each a ``[rows, bytes per row]`` uint8 view of the memory-mapped file
 (or of a small copy where rows had to be reordered). No fp32 copy of a quantized weight is kept:
 
-- small steps (``M <= kernel_max_tokens``, memory-bound) run bastion's block kernel
-  (``_core.cpu.quant_matmul``), which reads each block once for up to four activation rows;
-- larger steps (compute-bound) dequantize a panel of rows at a time into a small fp32 buffer and
-  hand it to torch's GEMM, so the weight is decoded once per step however many tokens it serves.
-  ``bench/bench_quant_gemm.py`` times both against torch's packed int4/int8 matmuls on real shapes
-  (see bench/README.md for why this pair won).
+- steps of ``M <= max_tokens`` rows (``kernel_max_tokens``) run bastion's block kernel
+  (``_core.cpu.quant_matmul``): activations rounded per 32 values once per step, integer dot products
+  on the blocks (AVX-512 VNNI / AVX-VNNI ``vpdpbusd`` where the CPU has it, AVX2 otherwise; 8 rows of x
+  per weight decode), output columns split over the threads;
+- larger steps dequantize a panel of rows at a time into a small fp32 buffer and hand it to torch's
+  GEMM, so the weight is decoded once per step however many tokens it serves.
+  ``bench/bench_quant_gemm.py`` times both (and torch's packed int4/int8 matmuls) on real shapes; the
+  thresholds of ``kernel_max_tokens`` come from its figures (bench/README.md).
 
-``activation_bits`` 32 (the default) is exact fp32 math in the block kernel: the dequantized matmul
-up to summation order; 16 rounds activations to int16 per 32 values there (~2e-5 relative error per
-matmul, 1.3-1.8x faster). The panel GEMM runs in ``panel_dtype``: float32 (exact), or bfloat16 on CPUs
-that multiply it natively (panel and activations rounded to bf16: ~3e-3 relative error per matmul,
-about 5x faster on the dev machine; greedy output then depends on how requests were batched).
+``activation_bits`` is the block kernel's precision: 32 exact fp32 math (the dequantized matmul up to
+summation order); 16 int16 per 32 values (~2e-5 relative error per matmul; on VNNI CPUs split in two
+int8 planes, 2.5-3.5x the AVX2 int16 kernel's rate); 8 llama.cpp's Q8_0 activations, int8 per 32 values
+(~5e-3 per matmul, a further 1.2-1.4x; enough to change SmolLM2-135M's greedy answer to "What is the
+capital of France?", so never a default). Every row of x is rounded and summed on its own, so a row's
+result does not depend on the batch it is in. The panel GEMM runs in ``panel_dtype``: float32 (exact),
+or bfloat16 on CPUs that multiply it natively (panel and activations rounded to bf16: ~3e-3 relative
+error per matmul; greedy output then depends on how requests were batched).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ KERNEL_TYPES: dict[str, int] = {
 # unquantized types a part may also hold (read by dequantize_rows; F32 parts are used as they are)
 FLOAT_TYPES: dict[str, int] = {"F32": 0, "F16": 1, "BF16": 30}
 TYPE_NAMES: dict[int, str] = {code: name for name, code in (KERNEL_TYPES | FLOAT_TYPES).items()}
+# Activation precisions of the block kernel: 32 exact fp32, 16 int16 per 32 values, 8 int8 per 32 values.
+ACTIVATION_BITS = (8, 16, 32)
 # Largest step (tokens) on the block kernel when the thread count is unknown (see kernel_max_tokens).
 DEFAULT_MAX_TOKENS = 8
 # fp32 bytes of one dequantized panel: big enough for torch's GEMM to run at full speed, small
@@ -71,21 +78,46 @@ class QuantPart:
         return self.blocks.numel() * self.blocks.element_size()
 
 
-def kernel_max_tokens(threads: int, panel_dtype: torch.dtype = torch.float32) -> int:
-    """Largest step (tokens) the block kernel should serve with ``threads`` threads; the panel GEMM beyond.
+def kernel_max_tokens(threads: int, panel_dtype: torch.dtype = torch.float32, activation_bits: int = 16) -> int:
+    """Largest step (tokens) the block kernel should serve with ``threads`` threads and ``activation_bits``;
+    the panel GEMM in ``panel_dtype`` beyond.
 
-    fp32 panels: the block GEMV scales with threads better than torch's small-M fp32 GEMM (SmolLM2, all
-    121 matrices, int16 activations, 16 rows: 119 -> 65 ms from 1 to 2 threads, torch 102 -> 79 ms).
-    Decode-phase throughput of N concurrent requests, thresholds alternated in one engine (2026-11-25,
-    quiet host): 1 thread, N = 12: 111 tok/s at 8, 124 at 16; N = 16: 133 at 8, 125 at 16. 2 threads,
-    N = 12: 123 at 8, 218 at 16; N = 24: 194 at 8, 205 at 16, 221 at 24, 222 at 32; N = 32: 227 at 8
-    to 24, 218 at 32. Hence 12 rows per thread, at most 32 (untested beyond 2 threads).
-    bf16 panels (``bench/bench_quant_gemm.py``, 1.7B shapes, 2 threads, 2026-12-04): even with the block
-    kernel at 8 rows, 2.2x faster at 16 rows and 3-4x at 24-32: hence 8.
+    Integer activations (16 or 8 bits) on a VNNI CPU (``quant_isa()`` avx512vnni or avxvnni): one decoder
+    layer's linears, 1 thread (``bench/bench_quant_gemm.py``, 2026-12-04, bench/README.md): the int16
+    kernel beats the fp32 panels at every M measured up to 128 (1B: 96 vs 78 GFLOP/s at 128, 1.7B 105 vs
+    91, 135M 115 vs 96) and ties them at 256-512 (103-114 vs 97-102, where the exact panels are kept):
+    hence 128. Against bf16 panels it wins up to 8 rows (1B: 99 vs 59 GFLOP/s) and loses at 16 (101 vs
+    109); the int8 kernel wins up to 16 (135M: 158 vs 120) and loses at 32: hence 8 and 16.
+
+    fp32 activations, or integer ones on a plain AVX2 CPU (the int16 ``madd`` kernel): the block GEMV
+    scales with threads better than torch's small-M fp32 GEMM (SmolLM2, all 121 matrices, int16
+    activations, 16 rows: 119 -> 65 ms from 1 to 2 threads, torch 102 -> 79 ms). Decode-phase throughput
+    of N concurrent requests, thresholds alternated in one engine (2026-11-25, quiet host): 1 thread,
+    N = 12: 111 tok/s at 8, 124 at 16; N = 16: 133 at 8, 125 at 16. 2 threads, N = 12: 123 at 8, 218 at
+    16; N = 24: 194 at 8, 205 at 16, 221 at 24, 222 at 32; N = 32: 227 at 8 to 24, 218 at 32. Hence 12
+    rows per thread, at most 32 (untested beyond 2 threads); int8 on AVX2 (``maddubs``, 1.8-2x the int16
+    kernel) 64. bf16 panels (1.7B shapes, 2 threads): even with the block kernel at 8 rows, 2.2x faster
+    at 16 rows and 3-4x at 24-32: hence 8.
     """
+    if activation_bits not in ACTIVATION_BITS:
+        raise ValueError(f"activation_bits must be 8, 16 or 32, got {activation_bits}")
+    vnni = activation_bits != 32 and _quant_isa() != "avx2"
     if panel_dtype == torch.bfloat16:
-        return 8
+        return 16 if vnni and activation_bits == 8 else 8
+    if vnni:
+        return 128
+    if activation_bits == 8:
+        return 64
     return min(12 * max(1, threads), 32)
+
+
+def _quant_isa() -> str:
+    """The block kernel's instruction set ("avx2" without the native core: the conservative thresholds)."""
+    try:
+        from bastion._core import cpu
+    except ImportError:
+        return "avx2"
+    return cpu.quant_isa()
 
 
 def _panel_rows(k: int) -> int:
@@ -250,8 +282,8 @@ def configure(model: nn.Module, *, activation_bits: int | None = None, max_token
     """Set the activation precision (16 or 32), the block kernel's largest step (0: panels only), the
     thread count and the panel GEMM's dtype (float32 or bfloat16) of every quantized linear of ``model``;
     None leaves a setting as it is."""
-    if activation_bits is not None and activation_bits not in (16, 32):
-        raise ValueError(f"activation_bits must be 16 or 32, got {activation_bits}")
+    if activation_bits is not None and activation_bits not in ACTIVATION_BITS:
+        raise ValueError(f"activation_bits must be 8, 16 or 32, got {activation_bits}")
     if panel_dtype not in (None, torch.float32, torch.bfloat16):
         raise ValueError(f"panel_dtype must be float32 or bfloat16, got {panel_dtype}")
     for linear in quantized_linears(model):
