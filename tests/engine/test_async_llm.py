@@ -218,18 +218,23 @@ async def test_priority_policy_serves_urgent_requests_first(smollm2_path) -> Non
     engine = async_engine(smollm2_path, scheduling_policy="priority", max_num_seqs=1)
     try:
         params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        # the first request runs long enough that every later one is still queued when "urgent" arrives
+        # (with 8 tokens it could finish first on a fast host and let low0 start before urgent was sent)
+        long = SamplingParams(max_tokens=256, temperature=0.0, ignore_eos=True)
         order: list[str] = []
 
-        async def run(rid: str, priority: int) -> None:
-            async for out in engine.generate(f"Request {rid}:", params, request_id=rid, priority=priority):
+        async def run(rid: str, priority: int, sampling: SamplingParams = params) -> None:
+            async for out in engine.generate(f"Request {rid}:", sampling, request_id=rid, priority=priority):
                 if out.finished:
                     order.append(rid)
 
-        first = asyncio.create_task(run("running", 5))
+        first = asyncio.create_task(run("running", 5, long))
         while engine.stats()["num_running"] == 0:
             await asyncio.sleep(0.01)
         later = [asyncio.create_task(run(f"low{i}", 9)) for i in range(3)]
-        await asyncio.sleep(0.05)
+        while engine.stats()["num_waiting"] < 3:
+            await asyncio.sleep(0.01)
+        assert not order, "the long request finished before the queue was built"
         urgent = asyncio.create_task(run("urgent", 0))  # lower value = served first (vLLM's rule)
         await asyncio.gather(first, urgent, *later)
         assert order.index("urgent") < min(order.index(f"low{i}") for i in range(3))
