@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from bastion.config import EngineConfig
+from bastion.engine.compute import ComputeBudget
 from bastion.engine.engine_core import EngineCore
 from bastion.engine.engine_thread import AbortCommand, EngineThread
 from bastion.engine.input_processor import InputProcessor, PromptType
@@ -37,12 +38,21 @@ class AsyncLLM:
     """An engine on its own thread, driven from asyncio.
 
     Takes the same arguments as ``LLM`` (``EngineConfig`` fields) plus ``job_store`` (an SQLite
-    path keeping job states and results across restarts) and ``metrics_registry`` (a
-    prometheus_client ``CollectorRegistry``; metrics are off when prometheus-client is absent).
+    path keeping job states and results across restarts), ``metrics_registry`` (a
+    prometheus_client ``CollectorRegistry``; metrics are off when prometheus-client is absent),
+    ``compute`` (a ``ComputeBudget`` shared with the other engines of this process: their steps take
+    turns on the cores; its ``threads`` is this engine's ``num_threads``) and ``served_name`` (the
+    ``model_name`` label of this engine's metrics; default the model's own name).
     """
 
     def __init__(self, model: str | None = None, *, job_store: str | None = None,
-                 metrics_registry: Any = None, **kwargs: Any) -> None:
+                 metrics_registry: Any = None, compute: ComputeBudget | None = None,
+                 served_name: str | None = None, **kwargs: Any) -> None:
+        if compute is not None and compute.threads is not None:
+            if kwargs.get("num_threads") not in (None, compute.threads):
+                raise ValueError(f"num_threads: {kwargs['num_threads']} differs from the shared compute budget's "
+                                 f"{compute.threads} threads")
+            kwargs["num_threads"] = compute.threads
         self.config = EngineConfig.build(model=model, **kwargs)
         core = EngineCore(self.config)
         self.tokenizer = core.tokenizer
@@ -62,9 +72,9 @@ class AsyncLLM:
         self._dead: BaseException | None = None
         self._ids = itertools.count()
         self._adds_sent = 0
-        self.metrics = EngineMetrics(self.model_config.name, registry=metrics_registry,
+        self.metrics = EngineMetrics(served_name or self.model_config.name, registry=metrics_registry,
                                      snapshot=lambda: self._thread.snapshot)
-        self._thread = EngineThread(core, self._deliver_threadsafe, self._crash_threadsafe)
+        self._thread = EngineThread(core, self._deliver_threadsafe, self._crash_threadsafe, compute)
         self.jobs = JobManager(job_store)
 
     # ----- plumbing between the engine thread and the event loop --------------------------------

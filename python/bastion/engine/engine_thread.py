@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.engine.compute import ComputeBudget
 from bastion.engine.engine_core import EngineCore
 from bastion.engine.outputs import FinishReason, RequestOutput
 from bastion.engine.request import Deadlines, EngineCoreRequest
@@ -32,10 +33,13 @@ Deliver = Callable[[list[RequestOutput], list[tuple[str, BaseException]]], None]
 
 
 class EngineThread:
-    """Runs ``EngineCore`` steps on a daemon thread until ``stop()``."""
+    """Runs ``EngineCore`` steps on a daemon thread until ``stop()``; with ``compute``, each step
+    takes that budget's turn (engines of one process sharing the cores step one at a time)."""
 
-    def __init__(self, core: EngineCore, deliver: Deliver, on_crash: Callable[[BaseException], None]) -> None:
+    def __init__(self, core: EngineCore, deliver: Deliver, on_crash: Callable[[BaseException], None],
+                 compute: ComputeBudget | None = None) -> None:
         self.core = core
+        self._compute = compute
         self._deliver = deliver
         self._on_crash = on_crash
         self._commands: queue.SimpleQueue[EngineCoreRequest | AbortCommand | None] = queue.SimpleQueue()
@@ -106,13 +110,19 @@ class EngineThread:
                 self.core.abort(rid, "timeout", which)
                 del self._deadlines[rid]
 
+    def _step(self) -> list[RequestOutput]:
+        if self._compute is None:
+            return self.core.step()
+        with self._compute.turn():
+            return self.core.step()
+
     def _main(self) -> None:
         try:
             while self._running:
                 errors: list[tuple[str, BaseException]] = []
                 self._drain_commands(errors)
                 self._enforce_deadlines()
-                outputs = self.core.step() if self.core.has_unfinished() else []
+                outputs = self._step() if self.core.has_unfinished() else []
                 self.snapshot = self._make_snapshot()  # published before outputs: callers see freed blocks
                 if outputs or errors:
                     self._deliver(outputs, errors)

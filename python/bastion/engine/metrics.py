@@ -7,16 +7,29 @@ the snapshot lazily at scrape time. Without prometheus-client every method is a 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from bastion.engine.outputs import RequestOutput
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# registry -> metric name -> family: engines of one process (several models) record into one registry,
+# each under its own model_name label, and a family can be registered only once per registry
+_FAMILIES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _family(registry: Any, kind: Any, name: str, doc: str, labels: list[str], **kwargs: Any) -> Any:
+    """The ``kind`` (Gauge, Counter, Histogram) family ``name`` of ``registry``, made on first use."""
+    families = _FAMILIES.setdefault(registry, {})
+    if name not in families:
+        families[name] = kind(name, doc, labels, registry=registry, **kwargs)
+    return families[name]
 
 
 class EngineMetrics:
-    """The metric families of one engine, registered in ``registry`` (a fresh one by default)."""
+    """The metric families of one engine, registered in ``registry`` (a fresh one by default); engines
+    sharing a registry share the families, each engine's series labelled by its ``model_name``."""
 
     def __init__(self, model_name: str, registry: Any = None,
                  snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -34,7 +47,7 @@ class EngineMetrics:
         reg = self.registry
 
         def gauge(name: str, doc: str, key: str) -> None:
-            g = prom.Gauge(name, doc, labels, registry=reg)
+            g = _family(reg, prom.Gauge, name, doc, labels)
             g.labels(model_name).set_function(lambda: float(snapshot().get(key, 0)) if snapshot else 0.0)
 
         gauge("vllm:num_requests_running", "Requests in the running set.", "num_running")
@@ -45,10 +58,10 @@ class EngineMetrics:
         gauge("vllm:num_preemptions", "Preemptions since start.", "num_preemptions")
 
         def hist(name: str, doc: str) -> Any:
-            return prom.Histogram(name, doc, labels, buckets=_LATENCY_BUCKETS, registry=reg).labels(model_name)
+            return _family(reg, prom.Histogram, name, doc, labels, buckets=_LATENCY_BUCKETS).labels(model_name)
 
         def counter(name: str, doc: str, extra: list[str] | None = None) -> Any:
-            c = prom.Counter(name, doc, labels + (extra or []), registry=reg)
+            c = _family(reg, prom.Counter, name, doc, labels + (extra or []))
             return c if extra else c.labels(model_name)
 
         self.model_name = model_name

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from bastion.gateway.gateway import Gateway
 from bastion.server.auth import KeyRing
 from bastion.server.config import ServerConfig
 from bastion.server.errors import error_body, install_error_handlers
-from bastion.server.state import ServerState
+from bastion.server.state import ServedModel, ServerState
 
 if TYPE_CHECKING:
     from bastion.engine.async_llm import AsyncLLM
@@ -151,14 +151,37 @@ async def _send_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def local_engine(gateway: Gateway) -> AsyncLLM | None:
-    """The AsyncLLM behind the Gateway's first local backend (its tokenizer counts and renders prompts)."""
+def local_engine(gateway: Gateway, skip: Container[str] = ()) -> AsyncLLM | None:
+    """The AsyncLLM behind the Gateway's first local backend not named in ``skip`` (its tokenizer counts
+    and renders prompts)."""
     from bastion.gateway.backend import LocalBackend
 
-    for backend in gateway.backends.values():
-        if isinstance(backend, LocalBackend):
+    for name, backend in gateway.backends.items():
+        if isinstance(backend, LocalBackend) and name not in skip:
             return backend.engine
     return None
+
+
+def served_models(config: ServerConfig, gateway: Gateway) -> dict[str, ServedModel]:
+    """The models clients can name: the default one (the first local backend's, or "bastion" when every
+    backend is remote) over the Gateway's route, then each of ``config.models`` on its own backend (the
+    builder keys each extra engine by its name). ``ValueError`` when an extra has no local backend or
+    takes the default's id."""
+    from bastion.gateway.backend import LocalBackend
+
+    extras = config.extra_models()
+    engine = local_engine(gateway, skip=extras)
+    default_id = config.served_model_name or (model_id(engine) if engine is not None else "bastion")
+    route = tuple(name for name in gateway.backends if name not in extras) if extras else None
+    models = {default_id: ServedModel(default_id, engine, route)}
+    for name in extras:
+        backend = gateway.backends.get(name)
+        if not isinstance(backend, LocalBackend):
+            raise ValueError(f"models: {name!r} has no local engine among the Gateway's backends {list(gateway.backends)}")
+        if name in models:
+            raise ValueError(f"models: {name!r} is the default model's id; name the extra model otherwise")
+        models[name] = ServedModel(name, backend.engine, (name,))
+    return models
 
 
 def model_id(engine: AsyncLLM) -> str:
@@ -231,9 +254,9 @@ async def _start(state: ServerState, gateway: Gateway | Callable[[], Gateway]) -
 
     try:
         ready = gateway if isinstance(gateway, Gateway) else await asyncio.to_thread(gateway)
-        engine = local_engine(ready)
-        state.engine = engine
-        state.model_name = state.config.served_model_name or (model_id(engine) if engine is not None else "bastion")
+        state.models = served_models(state.config, ready)
+        default = next(iter(state.models.values()))
+        state.engine, state.model_name = default.engine, default.id
         state.jobs = JobManager(state.config.job_store, resume=lambda job: job_runner(state, job))
         state.pipelines = _pipelines(state.config, ready)
         state.gateway = ready

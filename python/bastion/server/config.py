@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bastion.audit.config import AuditConfig
@@ -25,6 +25,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_models(value: str | None) -> dict[str, str]:
+    """``"a=/m/a.gguf,b=/m/b.gguf"`` as ``{"a": "/m/a.gguf", ...}``; ``ValueError`` naming a bad entry."""
+    out: dict[str, str] = {}
+    for entry in (value or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, path = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not path:
+            raise ValueError(f"models: {entry.strip()!r} is not NAME=PATH")
+        if name in out:
+            raise ValueError(f"models: {name!r} is named twice")
+        out[name] = path
+    return out
 
 
 class ServerConfig(Settings):
@@ -64,10 +79,24 @@ class ServerConfig(Settings):
     tokens_per_minute: float | None = Field(None, gt=0, description="per-tenant token rate limit")
     pipelines: str | None = Field(None, description="','-separated YAML files, one pipeline each, served at "
                                                     "POST /v1/pipelines/{name}/runs (needs bastion[pipeline])")
+    models: str | None = Field(None, description="more models served beside the main one, ','-separated "
+                                                 "NAME=PATH (GGUF file or HF directory): each its own engine and "
+                                                 "KV pool, all sharing the CPU threads; a request picks one by "
+                                                 "its `model`")
     guardrails: Literal["none", "default"] = Field("none", description="input/output guardrails of the Gateway: "
                                                                       "none, or bastion's default pipeline")
     log_level: str = Field("info", description="Python log level of the service")
     access_log: bool = Field(True, description="one structured JSON line per HTTP request")
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: str | None) -> str | None:
+        parse_models(value)
+        return value
+
+    def extra_models(self) -> dict[str, str]:
+        """``models`` as NAME -> PATH, in the order given."""
+        return parse_models(self.models)
 
     def audit_config(self) -> AuditConfig | None:
         """The audit trail's settings (None without ``audit_path``); keys are loaded when it is opened."""

@@ -26,7 +26,7 @@ from bastion.sampling.structured_params import StructuredOutputsParams
 from bastion.server.auth import Principal
 from bastion.server.errors import APIError, as_api_error, error_body
 from bastion.server.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice
-from bastion.server.state import ServerState
+from bastion.server.state import ServedModel, ServerState
 from bastion.server.tools import ToolPlan, parse_answer, plan_tools, render_message, with_tools
 
 Kind = Literal["completion", "chat"]
@@ -49,7 +49,7 @@ class Plan:
 
     kind: Kind
     response_id: str
-    model: str
+    served: ServedModel  # the model the request named
     choices: list[ChoicePlan]
     prompt_tokens: list[int]  # per prompt
     logprobs: int | None
@@ -58,6 +58,11 @@ class Plan:
     priority: int = 0
     user: str | None = None
     tools: ToolPlan | None = None  # chat with tools: answers are parsed into tool calls
+
+    @property
+    def model(self) -> str:
+        """The id of the model the request named (what the response says)."""
+        return self.served.id
 
 
 def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -112,7 +117,7 @@ def _structured(body: CompletionRequest | ChatCompletionRequest, tools: ToolPlan
 def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionRequest, request_id: str,
                  principal: Principal) -> Plan:
     """Check ``body`` against the served model and turn it into a plan (400/404/413 before any work)."""
-    state.check_model(body.model)
+    served = state.check_model(body.model)
     if body.n > state.config.max_n:
         raise APIError(400, f"n: at most {state.config.max_n} choices per request, got {body.n}", param="n")
     if body.min_tokens and body.max_tokens is not None and body.min_tokens > body.max_tokens:
@@ -139,11 +144,11 @@ def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionReq
             raise APIError(400, "top_logprobs: needs logprobs set to true", param="top_logprobs")
         max_tokens = body.max_completion_tokens or body.max_tokens
     structured = _structured(body, tools)
-    prompt_tokens = [_count_prompt(state, prompt) for prompt in inputs]
+    prompt_tokens = [_count_prompt(served, prompt) for prompt in inputs]
     choices = []
     for p, prompt in enumerate(inputs):
         # no max_tokens: as much as the context leaves (the engine cuts a larger one to that room too)
-        room = max(1, (state.max_model_len or 4096) - prompt_tokens[p])
+        room = max(1, (served.max_model_len or 4096) - prompt_tokens[p])
         limit = min(max_tokens, room) if max_tokens is not None else room
         for j in range(body.n):
             index = p * body.n + j
@@ -154,17 +159,17 @@ def plan_request(state: ServerState, body: CompletionRequest | ChatCompletionReq
                 raise APIError(400, str(e), param=str(e).split(" ", 1)[0]) from None
             choices.append(ChoicePlan(index, p, prompt, params, rid))
     echo = [p for p in inputs if isinstance(p, str)] if isinstance(body, CompletionRequest) and body.echo else []
-    return Plan(kind, f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{uuid.uuid4().hex}", state.model_name,
+    return Plan(kind, f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{uuid.uuid4().hex}", served,
                 choices, prompt_tokens, logprobs, bool(body.stream_options and body.stream_options.include_usage),
                 echo, body.priority, body.user, tools if tools is not None and tools.mode != "none" else None)
 
 
-def _count_prompt(state: ServerState, prompt: str | list[Message]) -> int:
-    """Prompt tokens with the local engine's tokenizer and template (413 when the context cannot hold it)."""
-    if state.engine is None:
+def _count_prompt(served: ServedModel, prompt: str | list[Message]) -> int:
+    """Prompt tokens with the model's tokenizer and template (413 when its context cannot hold it)."""
+    if served.engine is None:
         return 0
     try:
-        return len(state.engine.processor.prompt_token_ids(prompt))
+        return len(served.engine.processor.prompt_token_ids(prompt))
     except (ValueError, TypeError) as e:
         raise as_api_error(e) from None
 
@@ -189,7 +194,8 @@ def _stream_choice(state: ServerState, plan: Plan, choice: ChoicePlan, principal
     if plan.user is not None:
         metadata["end_user"] = plan.user
     return gateway.stream(choice.input, choice.params, user=principal.user, tenant=principal.tenant,
-                          metadata=metadata, request_id=choice.request_id, priority=plan.priority)
+                          metadata=metadata, request_id=choice.request_id, priority=plan.priority,
+                          backends=plan.served.backends)
 
 
 def _take(result: ChoiceResult, delta: GatewayDelta) -> None:
@@ -225,7 +231,7 @@ async def run(state: ServerState, plan: Plan, principal: Principal,
         finally:
             for task in tasks:
                 task.cancel()
-    tok = state.tokenizer
+    tok = plan.served.tokenizer
     choices = [_choice_body(plan, c, r, tok) for c, r in zip(plan.choices, results, strict=True)]
     body: dict[str, Any] = {"id": plan.response_id, "object": _object(plan, streamed=False),
                             "created": int(time.time()), "model": plan.model, "choices": choices,
@@ -355,7 +361,7 @@ async def open_stream(state: ServerState, plan: Plan, principal: Principal) -> A
 
 async def _events(state: ServerState, plan: Plan, first: tuple[ChoicePlan, GatewayDelta],
                   deltas: AsyncGenerator[tuple[ChoicePlan, GatewayDelta], None]) -> AsyncIterator[str]:
-    tok = state.tokenizer
+    tok = plan.served.tokenizer
     results = {c.index: ChoiceResult() for c in plan.choices}
     head = {"id": plan.response_id, "object": _object(plan, streamed=True), "created": int(time.time()),
             "model": plan.model}

@@ -63,23 +63,24 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, state:
 
 @router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
 async def models(state: StateDep, _: GenerateKey) -> ModelList:
-    """The served model."""
+    """The served models, the default one first."""
     state.serving_gateway()
-    return ModelList(data=[ModelCard(id=state.model_name, created=state.created, max_model_len=state.max_model_len)])
+    return ModelList(data=[ModelCard(id=m.id, created=state.created, max_model_len=m.max_model_len)
+                           for m in state.models.values()])
 
 
-def _local(state: ServerState) -> Any:
+def _local(state: ServerState, model: str | None) -> Any:
     state.serving_gateway()
-    if state.engine is None:
-        raise APIError(404, "tokenize: this service has no local model (every backend is remote)")
-    return state.engine
+    served = state.check_model(model)
+    if served.engine is None:
+        raise APIError(404, f"tokenize: model {served.id!r} has no local engine here (its backends are remote)")
+    return served.engine
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
 async def tokenize(body: TokenizeRequest, state: StateDep, _: GenerateKey) -> TokenizeResponse:
     """Token ids of a prompt, or of a conversation rendered with the chat template."""
-    state.check_model(body.model)
-    engine = _local(state)
+    engine = _local(state, body.model)
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "prompt: give exactly one of prompt and messages", param="prompt")
     if body.messages is not None:
@@ -93,8 +94,7 @@ async def tokenize(body: TokenizeRequest, state: StateDep, _: GenerateKey) -> To
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=ERROR_RESPONSES)
 async def detokenize(body: DetokenizeRequest, state: StateDep, _: GenerateKey) -> DetokenizeResponse:
     """The text of token ids."""
-    state.check_model(body.model)
-    engine = _local(state)
+    engine = _local(state, body.model)
     vocab = engine.tokenizer.vocab_size
     bad = [t for t in body.tokens if t >= vocab]
     if bad:

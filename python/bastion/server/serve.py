@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -83,6 +84,15 @@ def configs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.model is not None:
         engine["model"] = args.model
     EngineConfig.build(**engine)  # a bad engine flag fails now, before the port is bound
+    for name, path in server.extra_models().items():
+        if name == "local":
+            raise ValueError("models: 'local' names the main model's backend; call the extra model otherwise")
+        if not Path(path).exists():
+            raise ValueError(f"models: {name}: no GGUF file or model directory at {path}")
+        try:
+            EngineConfig.build(**{**engine, "model": path})
+        except ValueError as e:
+            raise ValueError(f"models: {name}: {e}") from None
     return server, engine
 
 
@@ -91,12 +101,26 @@ def gateway_builder(server: Any, engine_kwargs: dict[str, Any], registry: Any, a
     ``audit``, the AuditLog already opened (so a bad audit key stopped the command before the port was bound)."""
 
     def build() -> Any:
+        from tqdm import tqdm
+
         from bastion import AsyncLLM, Gateway
+        from bastion.config import EngineConfig
+        from bastion.engine.compute import ComputeBudget
         from bastion.gateway.attempt import Timeouts
         from bastion.gateway.telemetry import Telemetry
         from bastion.resilience.ratelimit import RateLimit, RateLimiter
 
-        engine = AsyncLLM(metrics_registry=registry, **engine_kwargs)
+        # more models in this process: each its own engine and KV pool, their steps taking turns on the cores
+        extras = server.extra_models()
+        # the budget takes the validated thread count (flags and BASTION_* variables arrive as text)
+        threads = EngineConfig.build(**engine_kwargs).num_threads
+        compute = ComputeBudget(threads) if extras else None
+        kwargs = {k: v for k, v in engine_kwargs.items() if k != "num_threads"} if extras else engine_kwargs
+        engine = AsyncLLM(metrics_registry=registry, compute=compute, **kwargs)
+        backends: dict[str, Any] = {"local": engine}
+        for name, path in tqdm(extras.items(), desc="loading models", disable=not extras, unit="model"):
+            backends[name] = AsyncLLM(**{**kwargs, "model": path}, metrics_registry=registry, compute=compute,
+                                      served_name=name)
         limiter = None
         if server.requests_per_minute or server.tokens_per_minute:
             limiter = RateLimiter([RateLimit(server.requests_per_minute, server.tokens_per_minute, scope="tenant")])
@@ -106,7 +130,7 @@ def gateway_builder(server: Any, engine_kwargs: dict[str, Any], registry: Any, a
             from bastion.resilience.guardrails import default_pipeline
 
             guardrails = default_pipeline()
-        return Gateway({"local": engine}, audit=audit, rate_limiter=limiter, timeouts=timeouts,
+        return Gateway(backends, audit=audit, rate_limiter=limiter, timeouts=timeouts,
                        guardrails=guardrails, telemetry=Telemetry(registry=registry))
 
     return build

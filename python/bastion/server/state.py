@@ -20,6 +20,27 @@ if TYPE_CHECKING:
     from bastion.pipeline import PipelineRegistry
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """One model clients can name. ``engine``: the local engine that runs it (None when every backend
+    is remote: no tokenizer here). ``backends``: the Gateway backends a request for it may use (None:
+    the Gateway's whole route, fallbacks included; the default model has it)."""
+
+    id: str
+    engine: AsyncLLM | None
+    backends: tuple[str, ...] | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The engine's tokenizer (None when the model is remote)."""
+        return self.engine.tokenizer if self.engine is not None else None
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The engine's context length (None when the model is remote)."""
+        return self.engine.max_model_len if self.engine is not None else None
+
+
 @dataclass
 class ServerState:
     """The service's shared objects. ``gateway`` is None until the model has loaded."""
@@ -32,6 +53,8 @@ class ServerState:
     jobs: JobManager | None = None
     pipelines: PipelineRegistry | None = None  # the named pipelines of POST /v1/pipelines/{name}/runs
     model_name: str = "bastion"
+    # every model clients can name, the default (``model_name``) first
+    models: dict[str, ServedModel] = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))
     load_error: BaseException | None = None
     draining: bool = False
@@ -69,8 +92,15 @@ class ServerState:
             raise APIError(503, reason or "the model is loading", code="not_ready", retry_after=5)
         return self.gateway
 
-    def check_model(self, requested: str | None) -> None:
-        """404 when a request names a model this service does not serve."""
-        if requested is not None and requested != self.model_name:
-            raise APIError(404, f"model: {requested!r} is not served here; GET /v1/models lists {self.model_name!r}",
+    def check_model(self, requested: str | None) -> ServedModel:
+        """The model a request names (the default one when it names none); 404 when this service does
+        not serve it."""
+        default = ServedModel(self.model_name, self.engine)
+        if requested is None:
+            return next(iter(self.models.values()), default)
+        served = self.models.get(requested, default if requested == self.model_name else None)
+        if served is None:
+            known = list(self.models) or [self.model_name]
+            raise APIError(404, f"model: {requested!r} is not served here; GET /v1/models lists {known}",
                            param="model", code="model_not_found")
+        return served
